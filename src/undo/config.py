@@ -1,0 +1,237 @@
+"""The whole run's schema: one YAML file, every key overridable as `key=value`.
+
+Unknown or misspelt keys are errors that name the key and the closest valid one,
+because a silently ignored `loop.patiance: 3` wastes hours of GPU time.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from undo.errors import UserError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TaskConfig(Section):
+    name: str = "svamp"
+    # hub id (default for the task), or a local file/folder in the original format
+    source: str | None = None
+    # for `file` tasks: number | choice | yesno | math
+    answer_type: Literal["number", "choice", "yesno", "math"] | None = None
+    fields: dict[str, str] = Field(default_factory=lambda: {"question": "question", "answer": "answer"})
+    # which split of the source feeds train/val and which feeds test (file tasks
+    # with one file get a seeded test carve-out instead)
+    test_source: str | None = None
+
+
+class SplitsConfig(Section):
+    train: int | None = 700  # None = the whole pool minus val
+    val: int = 50
+    test: int | None = 300  # None = the whole test split
+
+
+class TeacherConfig(Section):
+    backend: str = "transformers"
+    model: str = "qwen2.5-coder-0.5b-instruct"
+    base_url: str | list[str] | None = None
+    api_key_env: str | None = None
+    concurrency: int = 16
+    max_attempts: int = 2
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 512
+    timeout: float = 120.0
+    max_retries: int = 8
+    rationalize: bool = True
+    batch_size: int = 16  # in-process backends
+    device: str | None = None  # in-process backends: cpu | cuda | auto
+    dtype: str | None = None
+    prompts: dict[str, str] = Field(default_factory=dict)  # name -> template path override
+    few_shot: int = 0
+    # USD per 1M tokens; {} = no cost estimate
+    price: dict[str, float] = Field(default_factory=dict)
+    history: bool = True  # show earlier refinements of the same question to the teacher
+
+    @field_validator("max_attempts", "concurrency", "batch_size")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+
+class LoraConfig(Section):
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: str | list[str] = "all-linear"
+
+
+class StudentConfig(Section):
+    model: str = "smollm2-135m-instruct"
+    lora: LoraConfig | None = Field(default_factory=LoraConfig)
+    device: str | None = None
+    dtype: str | None = None  # float32 | bfloat16 | float16 | None = auto
+    max_new_tokens: int = 320
+    batch_size: int = 32  # inference
+    backend: Literal["transformers", "vllm"] = "transformers"
+
+
+class TrainConfig(Section):
+    epochs: float = 3.0
+    max_steps: int = -1
+    lr: float = 2.0e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_seq_len: int = 1024
+    seed: int | None = None  # None = the run's seed
+    bf16: bool | None = None  # None = when the device supports it
+    fp16: bool = False
+    gradient_checkpointing: bool = False
+    report_to: str | list[str] = "none"
+    logging_steps: int = 5
+    launcher: Literal["none", "accelerate", "torchrun"] = "none"
+    num_processes: int = 1
+    accelerate_config: str | None = None
+    match_steps_of: str | None = None  # path of an UNDO run: train one-shot for its total steps
+
+
+class LoopConfig(Section):
+    method: Literal["undo", "oneshot"] = "undo"
+    max_iterations: int = 3
+    patience: int = 1
+    mix: Literal["mix", "replace", "accumulate"] = "mix"
+    student_init: Literal["base", "continue"] = "base"
+    val_errors_shown: int = 20
+
+
+class OutputConfig(Section):
+    dir: str = "runs"
+
+
+class RunConfig(Section):
+    name: str = "undo-run"
+    seed: int = 0
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    splits: SplitsConfig = Field(default_factory=SplitsConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    loop: LoopConfig = Field(default_factory=LoopConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output.dir) / self.name
+
+    def train_seed(self) -> int:
+        return self.seed if self.train.seed is None else self.train.seed
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    for name, field in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        keys.append(dotted)
+        ann = field.annotation
+        for sub in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                keys.extend(_valid_keys(sub, dotted + "."))
+    return keys
+
+
+def _unknown_key_message(key: str) -> str:
+    valid = _valid_keys(RunConfig)
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    if not close:  # a misspelt leaf under a right section: match the leaf alone
+        leaf = key.rsplit(".", 1)[-1]
+        section = key.rsplit(".", 1)[0] + "." if "." in key else ""
+        cands = [k for k in valid if k.startswith(section)]
+        close = difflib.get_close_matches(section + leaf, cands, n=1, cutoff=0.5)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"unknown config key '{key}'{hint}"
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: {_unknown_key_message(key)}"
+    return f"{origin}: config key '{key}': {first['msg']} (got {first.get('input')!r})"
+
+
+def parse_value(text: str) -> Any:
+    """`key=value` values are YAML scalars/lists: 3, 0.5, true, null, [a, b]."""
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise UserError(f"override '{item}' is not of the form key=value (e.g. loop.patience=2)")
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if key not in _valid_keys(RunConfig) and not key.startswith(
+            ("task.fields.", "teacher.prompts.", "teacher.price.")
+        ):
+            raise UserError(_unknown_key_message(key))
+        out[key] = parse_value(value)
+    return out
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    overrides: list[str] | None = None,
+    base: dict[str, Any] | None = None,
+) -> RunConfig:
+    data: dict[str, Any] = dict(base or {})
+    origin = "config"
+    if path is not None:
+        p = Path(path)
+        origin = str(p)
+        if not p.is_file():
+            raise UserError(f"config file not found: {p}")
+        try:
+            loaded = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(loaded, dict):
+            raise UserError(f"{p}: the top level must be a mapping of sections")
+        data.update(loaded)
+    for key, value in parse_overrides(overrides or []).items():
+        apply_override(data, key, value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, origin)) from None
+
+
+def config_to_yaml(cfg: RunConfig) -> str:
+    """The resolved config; secrets never appear since we store only env-var names."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
