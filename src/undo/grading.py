@@ -50,23 +50,19 @@ def _last_boxed(text: str) -> str | None:
     starts = list(_BOXED.finditer(text))
     if not starts:
         return None
-    i = start = starts[-1].end()
-    depth = 1
-    while i < len(text):
+    depth, start = 1, starts[-1].end()
+    for i in range(start, len(text)):
         depth += {"{": 1, "}": -1}.get(text[i], 0)
         if depth == 0:
             return text[start:i]
-        i += 1
     return text[start:]  # unclosed (truncated generation): keep what is there
 
 
 def _segments(text: str) -> list[str]:
     """Answer segments in priority order: last answer line, last boxed, last ####."""
-    found: list[str] = []
-    lines = [m.group("seg") for m in _ANSWER_LINE.finditer(text)]
-    if lines:
-        # "The final answer is $\boxed{7}$": the box is the precise span.
-        found.append(_last_boxed(lines[-1]) or lines[-1])
+    lines = _ANSWER_LINE.findall(text)
+    # "The final answer is $\boxed{7}$": the box is the precise span.
+    found = [_last_boxed(lines[-1]) or lines[-1]] if lines else []
     if (boxed := _last_boxed(text)) is not None:
         found.append(boxed)
     if hashes := _HASHES.findall(text):
@@ -96,6 +92,7 @@ _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*([\d.]+)\s*\}")
 def _clean_numeric(text: str) -> str:
     text = _FRAC.sub(r"\1/\2", text)
     text = re.sub(r"(?<=\d),(?=\d{3}(?!\d))", "", text)  # thousands separators
+    text = re.sub(r"([-\u2212\u2013])\s*\\?[$€£]", r"\1", text)  # "-$5" keeps its sign
     return re.sub(r"\\?[$€£]|\\%|%", " ", text)  # currency / percent / LaTeX "$" delimiters
 
 
@@ -118,9 +115,10 @@ def _fmt(value: float) -> str:
 
 
 def _number_in_segment(seg: str) -> str | None:
-    # "The answer is 48 + 24 = 72." -> the result after the last "=", not the first operand.
-    tail = seg.rsplit("=", 1)[-1]
-    values = _numbers(tail) or _numbers(seg)
+    # GSM8K calculator tags "<<48/2=24>>" and asides like "8 (=2*4)" are working, not answers.
+    core = re.sub(r"<<[^<>]*>>|\([^()]*\)", " ", seg)
+    # "The answer is 12 apples * 3 = 36 apples" -> the result after the last "=".
+    values = _numbers(core.rpartition("=")[2]) or _numbers(seg)
     return _fmt(values[0]) if values else None
 
 
@@ -162,7 +160,7 @@ def _choice_in_segment(seg: str, choices: Choices, loose: bool = True) -> str | 
         return lead.group(1).upper()
     if not choices:
         return None
-    options = [(_norm_text(c), letter) for c, letter in zip(choices, letters)]
+    options = [(_norm_text(c), letter) for c, letter in zip(choices, letters, strict=False)]
     for text, letter in options:  # exact equality first: "bank" must not become "river bank"
         if text and bare == text:
             return letter
@@ -187,18 +185,13 @@ def _extract_choice(text: str, choices: Choices) -> str | None:
 
 def _compare_choice(predicted: str, gold: str, choices: Choices) -> bool:
     gold_letter = _choice_in_segment(gold, choices, loose=False)  # gold may be "B" or option text
-    if gold_letter is None:
-        return False
-    if predicted == gold_letter:
-        return True
+    if gold_letter is None or predicted == gold_letter:
+        return predicted == gold_letter
     # CommonsenseQA repeats option texts (C and E both "mississippi"); picking either
     # copy of the gold text is the same answer, so "The answer is mississippi." counts.
     letters = _letters(choices)
-    if not choices or predicted not in letters:
-        return False
-    return _norm_text(choices[letters.index(predicted)]) == _norm_text(
-        choices[letters.index(gold_letter)]
-    )
+    texts = {letter: _norm_text(text) for letter, text in zip(letters, choices or [], strict=False)}
+    return predicted in texts and texts[predicted] == texts[gold_letter]
 
 
 # --- yes / no -------------------------------------------------------------------
