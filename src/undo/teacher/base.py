@@ -73,6 +73,9 @@ class Usage:
 
 
 ProgressFn = Callable[[int], None]  # called with the number of newly finished requests
+# Called with (request index, completion) the moment one arrives, so a cache can
+# persist it before the job ends: a killed job then loses nothing it finished.
+ResultFn = Callable[[int, Completion], None]
 
 
 class TeacherBackend(Protocol):
@@ -83,9 +86,18 @@ class TeacherBackend(Protocol):
         """Raise UserError with one clear line if the teacher cannot serve."""
 
     def complete(
-        self, requests: list[Request], usage: Usage, progress: ProgressFn | None = None
+        self,
+        requests: list[Request],
+        usage: Usage,
+        progress: ProgressFn | None = None,
+        *,
+        on_result: ResultFn | None = None,
     ) -> list[Completion]:
-        """Answer every request, in order. Failures after retries raise TeacherError."""
+        """Answer every request, in order. Failures after retries raise TeacherError.
+
+        `on_result` (optional keyword; a backend may omit it, and callers then
+        learn results only on return) is called once per request as it finishes.
+        """
 
 
 class TeacherError(RuntimeError):
@@ -95,7 +107,9 @@ class TeacherError(RuntimeError):
 BACKENDS: dict[str, Callable[..., TeacherBackend]] = {}
 
 
-def register_backend(name: str) -> Callable[[Callable[..., TeacherBackend]], Callable[..., TeacherBackend]]:
+def register_backend(
+    name: str,
+) -> Callable[[Callable[..., TeacherBackend]], Callable[..., TeacherBackend]]:
     def deco(factory: Callable[..., TeacherBackend]) -> Callable[..., TeacherBackend]:
         BACKENDS[name] = factory
         return factory

@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   creates .venv, installs undo + the offline models, runs the UNDO demo
+#   make test   creates .venv the same way, runs the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.undo-installed
+# CPU machines pin the local CPU torch wheel; GPU users: make TORCH_CONSTRAINT= ...
+# (or plain pip, see README) to keep the CUDA torch they already have.
+TORCH_CONSTRAINT ?= -c requirements/cpu-constraints.txt
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
+
+.PHONY: install demo test lint bench quality clean
+
+$(STAMP): pyproject.toml requirements/offline.txt requirements/cpu-constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[dev,plot]"
+	$(PY) -m pip install -q --no-deps -r requirements/offline.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/undo demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/teacher_client.py
+	$(PY) bench/student.py
+
+quality: $(STAMP)
+	bash bench/quality.sh
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,47 @@
+"""Registered tasks and deterministic splits."""
+
+from __future__ import annotations
+
+import inspect
+import random
+
+from undo.config import RunConfig, TaskConfig
+from undo.errors import UserError
+from undo.tasks import builtin, file  # noqa: F401  (registers the built-in tasks)
+from undo.tasks.base import TASKS, Record, Task, student_messages
+
+__all__ = ["Record", "Task", "TASKS", "get_task", "make_splits", "student_messages"]
+
+
+def get_task(cfg: TaskConfig) -> Task:
+    factory = TASKS.get(cfg.name)
+    if factory is None:
+        raise UserError(f"unknown task '{cfg.name}'; known tasks: {', '.join(sorted(TASKS))}")
+    return factory(cfg) if inspect.signature(factory).parameters else factory()
+
+
+def make_splits(cfg: RunConfig) -> dict[str, list[Record]]:
+    """train/val from the task's train pool (disjoint), test from its test split; seeded."""
+    task = get_task(cfg.task)
+    pool = task.load(cfg.task.source, "train")
+    test = task.load(cfg.task.test_source or cfg.task.source, "test")
+    rng = random.Random(cfg.seed)
+    order = list(range(len(pool)))
+    rng.shuffle(order)
+    n_val = cfg.splits.val
+    if n_val >= len(pool):
+        raise UserError(f"splits.val={n_val} leaves no training questions (pool has {len(pool)})")
+    val = [pool[i] for i in order[:n_val]]
+    rest = order[n_val:]
+    n_train = len(rest) if cfg.splits.train is None else min(cfg.splits.train, len(rest))
+    train = [pool[i] for i in sorted(rest[:n_train])]
+    if cfg.splits.test is not None and cfg.splits.test < len(test):
+        idx = sorted(random.Random(cfg.seed + 1).sample(range(len(test)), cfg.splits.test))
+        test = [test[i] for i in idx]
+    return {"train": train, "val": val, "test": test}
+
+
+def split_part(cfg: RunConfig, split: str) -> list[Record]:
+    if split not in ("train", "val", "test"):
+        raise UserError(f"unknown split '{split}' (train, val or test)")
+    return make_splits(cfg)[split]
