@@ -115,6 +115,7 @@ class LoopConfig(Section):
     mix: Literal["mix", "replace", "accumulate"] = "mix"
     student_init: Literal["base", "continue"] = "base"
     val_errors_shown: int = 20
+    eval_base: bool = True  # also score the untrained student (the comparison's first row)
 
 
 class OutputConfig(Section):

@@ -1,0 +1,33 @@
+"""Teacher backends, the completion cache, prompts and verified rationale generation."""
+
+from __future__ import annotations
+
+import importlib
+
+from undo.config import TeacherConfig
+from undo.errors import UserError
+from undo.teacher.base import BACKENDS, TeacherBackend
+
+# modules that register a backend; imported on demand so CPU users never import vLLM
+_BACKEND_MODULES = {
+    "openai": "undo.teacher.openai_backend",
+    "transformers": "undo.teacher.transformers_backend",
+    "vllm": "undo.teacher.vllm_backend",
+}
+
+
+def build_backend(cfg: TeacherConfig) -> TeacherBackend:
+    module = _BACKEND_MODULES.get(cfg.backend)
+    if module:
+        importlib.import_module(module)
+    if cfg.backend not in BACKENDS:
+        known = ", ".join(sorted(set(BACKENDS) | set(_BACKEND_MODULES)))
+        raise UserError(f"teacher.backend: unknown backend '{cfg.backend}' (known: {known})")
+    return BACKENDS[cfg.backend](cfg)
+
+
+def build_teacher(cfg: TeacherConfig, cache_path: str | None = None):  # noqa: ANN201
+    """The configured backend behind the persistent completion cache."""
+    from undo.teacher.cache import CachedTeacher, CompletionCache
+
+    return CachedTeacher(build_backend(cfg), CompletionCache(cache_path))

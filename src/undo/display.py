@@ -1,0 +1,77 @@
+"""Live display: the current iteration and stage, a progress bar per stage, tables."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(stderr=True)
+
+METRIC_COLUMNS = [
+    ("iteration", "iter"),
+    ("train_errors", "train errors"),
+    ("refined", "refined ok/failed"),
+    ("train_examples", "train ex."),
+    ("steps", "steps"),
+    ("val_acc", "val acc"),
+    ("test_acc", "test acc"),
+    ("teacher_tokens", "teacher tok"),
+    ("wall_s", "wall s"),
+]
+
+
+def _fmt(key: str, m: dict[str, Any]) -> str:
+    v = m.get(key)
+    if key == "refined":
+        ok, bad = m.get("refined_verified"), m.get("refined_failed")
+        return "-" if ok is None else f"{ok}/{bad}"
+    if v is None:
+        return "-"
+    if key.endswith("_acc"):
+        return f"{v:.1%}"
+    if key == "wall_s":
+        return f"{v:.0f}"
+    return str(v)
+
+
+def metrics_table(rows: list[dict[str, Any]], title: str = "UNDO iterations") -> Table:
+    table = Table(title=title)
+    for _, header in METRIC_COLUMNS:
+        table.add_column(header, justify="right")
+    for m in rows:
+        table.add_row(*[_fmt(k, m) for k, _ in METRIC_COLUMNS])
+    return table
+
+
+@contextmanager
+def stage(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
+    """A progress bar for one stage; yields advance(k)."""
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False,
+                  disable=not sys.stderr.isatty() and total is None) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda k: bar.advance(task, k)
+
+
+def info(message: str) -> None:
+    console.print(message)

@@ -1,0 +1,79 @@
+"""Feedback for the teacher: what the student got wrong, and a profile of the student.
+
+This is the part of UNDO that makes the teacher "listen": each refinement sees
+the student's own wrong reasoning, the teacher's earlier explanations of that
+question, and a short profile of the student (val accuracy history and a sample
+of its val answers).
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from undo.tasks.base import Record
+from undo.teacher.rationale import TeachItem
+
+MAX_ATTEMPT_CHARS = 1500  # a looping student can write pages; the teacher needs the gist
+MAX_QUESTION_CHARS = 240
+
+
+def _clip(text: str, n: int) -> str:
+    return text if len(text) <= n else text[:n].rstrip() + " ..."
+
+
+def student_profile(
+    val_history: list[tuple[int, float]],
+    val_attempts: list[dict[str, Any]],
+    shown: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Val accuracy by iteration, and up to `shown` val answers, mistakes first."""
+    wrong = [a for a in val_attempts if not a["correct"]]
+    right = [a for a in val_attempts if a["correct"]]
+    rng = random.Random(seed)
+    rng.shuffle(wrong)
+    rng.shuffle(right)
+    # mostly errors, with a few successes so the teacher sees what already works
+    sample = wrong[: max(shown - shown // 4, 0)]
+    sample += right[: shown - len(sample)]
+    return {
+        "accuracy_history": ", ".join(f"iteration {k}: {acc:.0%}" for k, acc in val_history),
+        "errors": [
+            {"question": _clip(a["question"], MAX_QUESTION_CHARS), "predicted": a["predicted"],
+             "correct": a["correct"]}
+            for a in sample[:shown]
+        ],
+    }
+
+
+def refine_items(
+    train: list[Record],
+    train_attempts: dict[str, dict[str, Any]],
+    teacher_history: dict[str, list[dict[str, Any]]],
+    profile: dict[str, Any] | None,
+    show_history: bool,
+) -> list[TeachItem]:
+    """One refine request per train question the student answered wrongly.
+
+    teacher_history: id -> earlier verified teacher rationales, oldest first, each
+    {"iteration", "rationale"}; the newest is "the teacher's previous rationale".
+    """
+    items = []
+    for r in train:
+        attempt = train_attempts.get(r.id)
+        if attempt is None or attempt["correct"]:
+            continue
+        past = teacher_history.get(r.id, [])
+        items.append(TeachItem(
+            record=r,
+            mode="refine",
+            context={
+                "previous_rationale": past[-1]["rationale"] if past else None,
+                "history": past[-3:-1] if show_history else [],
+                "student_attempt": _clip(attempt["output"].strip() or "(no answer)",
+                                         MAX_ATTEMPT_CHARS),
+                "profile": profile,
+            },
+        ))
+    return items

@@ -1,0 +1,314 @@
+"""The UNDO iteration and the one-shot baseline, stage by stage (see DESIGN.md).
+
+iteration 0:   teach (explain + verify) -> mix -> train -> eval
+iteration t>0: diagnose -> refine (feedback + verify) -> mix -> train -> eval
+Every stage reads its inputs from the run folder and writes its outputs there
+with a completion marker, so re-running the same command resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from undo import display
+from undo.config import RunConfig, config_to_yaml
+from undo.errors import UserError
+from undo.feedback import refine_items, student_profile
+from undo.mixing import mix_training_set
+from undo.runstore import RunStore, read_json, read_jsonl, write_json, write_jsonl
+from undo.tasks import Record, make_splits
+from undo.teacher.base import Usage
+from undo.teacher.rationale import TeachItem, generate_rationales, summarize
+
+SPLITS = ("train", "val", "test")
+# keys that may change between a run and its resume without changing any result
+OPERATIONAL_KEYS = {
+    "teacher": {"base_url", "api_key_env", "concurrency", "timeout", "max_retries", "batch_size",
+                "device", "price"},
+    "student": {"batch_size", "device"},
+    "train": {"report_to", "logging_steps", "launcher", "num_processes", "accelerate_config"},
+    "loop": {"max_iterations", "patience"},
+    "output": {"dir"},
+}
+
+
+def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for section, value in cfg.items():
+        if isinstance(value, dict):
+            skip = OPERATIONAL_KEYS.get(section, set())
+            out[section] = {k: v for k, v in value.items() if k not in skip}
+        else:
+            out[section] = value
+    return out
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [d for k in keys for d in _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+class UndoRun:
+    """One run folder. Construct, then call run() (or a single stage method)."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.store = RunStore(cfg.run_dir)
+        self._teacher: Any = None
+        self._student: tuple[str, Any, Any] | None = None  # (dir, model, tokenizer)
+        self.splits: dict[str, list[Record]] = {}
+
+    # ---- set-up ------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Save the resolved config (or check it matches a run being resumed) and the splits."""
+        import yaml
+
+        root = self.store.root
+        cfg_path = root / "config.yaml"
+        current = self.cfg.model_dump(mode="json")
+        if cfg_path.exists():
+            saved = yaml.safe_load(cfg_path.read_text())
+            diff = _diff_keys(_comparable(saved), _comparable(current))
+            if diff:
+                raise UserError(
+                    f"{cfg_path}: this run folder was made with a different config "
+                    f"(differs in {', '.join(diff[:5])}); use a new name= or the same settings"
+                )
+        root.mkdir(parents=True, exist_ok=True)
+        from undo.runstore import write_atomic
+
+        write_atomic(cfg_path, config_to_yaml(self.cfg))
+        split_dir = root / "splits"
+        if all((split_dir / f"{s}.jsonl").exists() for s in SPLITS):
+            self.splits = {
+                s: [Record.from_dict(r) for r in read_jsonl(split_dir / f"{s}.jsonl")]
+                for s in SPLITS
+            }
+            return
+        self.splits = make_splits(self.cfg)
+        for s in SPLITS:
+            write_jsonl(split_dir / f"{s}.jsonl", [r.to_dict() for r in self.splits[s]])
+
+    @property
+    def teacher(self) -> Any:
+        if self._teacher is None:
+            from undo.teacher import build_teacher
+
+            self._teacher = build_teacher(self.cfg.teacher)
+            self._teacher.health_check()
+        return self._teacher
+
+    def student(self, spec: str) -> tuple[Any, Any]:
+        """The student at `spec` (a saved dir or the base), loaded once and kept."""
+        if self._student is None or self._student[0] != spec:
+            from undo.student.generate import load_student
+
+            self._student = None  # free the previous one first
+            model, tok = load_student(spec, self.cfg.student)
+            self._student = (spec, model, tok)
+        return self._student[1], self._student[2]
+
+    # ---- stages ------------------------------------------------------------------
+
+    def teach(self, k: int, items: list[TeachItem], label: str) -> list[dict[str, Any]]:
+        path = self.store.path(k, "rationales.jsonl")
+        if self.store.done(k, "teach"):
+            return list(read_jsonl(path))
+        usage = Usage()
+        with display.stage(f"iter {k} · {label}", None) as advance:
+            rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
+                                       progress=lambda n, _total: advance(n))
+        info = {"usage": usage.to_dict(), "summary": summarize(rows),
+                "cost_usd": usage.cost(self.cfg.teacher.price)}
+        write_json(self.store.path(k, "teacher_usage.json"), info)
+        self.store.mark_done(k, "teach")
+        return rows
+
+    def attempts(self, k: int | str, split: str, student_dir: str) -> dict[str, dict[str, Any]]:
+        """The student's graded answers on a split (eval and diagnose share this)."""
+        from undo.student.evaluate import evaluate
+
+        stage_name = f"attempts_{split}"
+        path = self.store.path(k, f"{stage_name}.jsonl")
+        if not self.store.done(k, stage_name):
+            model, tok = self.student(student_dir)
+            records = self.splits[split]
+            with display.stage(f"iter {k} · student answers {split}", len(records)) as advance:
+                evaluate(records, student_dir, self.cfg.student, out_path=path, progress=advance,
+                         model=model, tokenizer=tok)
+            self.store.mark_done(k, stage_name)
+        return {a["id"]: a for a in read_jsonl(path)}
+
+    def train(self, k: int | str, rows: list[dict[str, Any]], init_from: str) -> dict[str, Any]:
+        from undo.student.train import make_example, train_student
+
+        out_dir = self.store.path(k, "student")
+        if self.store.done(k, "train"):
+            return read_json(out_dir / "train_result.json")
+        by_id = {r.id: r for r in self.splits["train"]}
+        examples = [make_example(by_id[row["id"]], row["rationale"]) for row in rows]
+        if not examples:
+            raise UserError(f"iteration {k}: no verified rationale to train on "
+                            "(see rationales.jsonl for why each question failed)")
+        self._student = None  # training needs the memory more than the cached student
+        train_cfg = self.cfg.train
+        if self.cfg.train.match_steps_of:
+            train_cfg = train_cfg.model_copy(update={"max_steps": matched_steps(
+                Path(self.cfg.train.match_steps_of))})
+        display.info(f"iter {k}: training on {len(examples)} examples")
+        result = train_student(examples, out_dir, self.cfg.student, train_cfg,
+                               seed=self.cfg.train_seed(), init_from=init_from)
+        self.store.mark_done(k, "train")
+        return read_json(out_dir / "train_result.json") if (out_dir / "train_result.json").exists() \
+            else dict(result.__dict__)
+
+    # ---- history helpers -----------------------------------------------------------
+
+    def teacher_history(self, upto: int) -> dict[str, list[dict[str, Any]]]:
+        """id -> verified teacher rationales from iterations < upto, oldest first."""
+        hist: dict[str, list[dict[str, Any]]] = {}
+        for j in range(upto):
+            for row in read_jsonl(self.store.path(j, "rationales.jsonl")):
+                if row.get("rationale"):
+                    hist.setdefault(row["id"], []).append(
+                        {"iteration": j, "rationale": row["rationale"]})
+        return hist
+
+    def val_history(self, upto: int) -> list[tuple[int, float]]:
+        out = []
+        for j in range(upto):
+            p = self.store.path(j, "metrics.json")
+            if p.exists():
+                out.append((j, read_json(p)["val_acc"]))
+        return out
+
+    # ---- one iteration -------------------------------------------------------------
+
+    def iteration(self, k: int) -> dict[str, Any] | None:
+        """Run (or resume) iteration k; None when the student already solves all of train."""
+        mpath = self.store.path(k, "metrics.json")
+        if mpath.exists():
+            return read_json(mpath)
+        t0 = time.time()
+        cfg, train = self.cfg, self.splits["train"]
+        metrics: dict[str, Any] = {"iteration": k}
+        if k == 0:
+            rows = self.teach(0, [TeachItem(r) for r in train], "teacher explains")
+            data, counts = mix_training_set("replace", 0, train, {}, {},
+                                            {r["id"]: r["rationale"] for r in rows
+                                             if r["rationale"]}, [])
+            metrics.update(train_errors=None, refined_verified=None, refined_failed=None)
+        else:
+            prev_dir = str(self.store.path(k - 1, "student"))
+            diag = self.attempts(k, "train", prev_dir)
+            wrong = sum(not a["correct"] for a in diag.values())
+            metrics["train_errors"] = wrong
+            if wrong == 0:
+                return None
+            val_prev = list(read_jsonl(self.store.path(k - 1, "attempts_val.jsonl")))
+            profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
+                                      cfg.seed + k) if cfg.loop.val_errors_shown else None
+            history = self.teacher_history(k)
+            items = refine_items(train, diag, history, profile, cfg.teacher.history)
+            refined = {r["id"]: r for r in self.teach(k, items, "teacher refines")}
+            metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
+            metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
+            latest = {i: h[-1]["rationale"] for i, h in history.items()}
+            prev_rows = list(read_jsonl(self.store.path(k - 1, "train_data.jsonl")))
+            data, counts = mix_training_set(cfg.loop.mix, k, train, diag, refined, latest,
+                                            prev_rows)
+        data_path = self.store.path(k, "train_data.jsonl")
+        if not self.store.done(k, "mix"):
+            write_jsonl(data_path, data)
+            self.store.mark_done(k, "mix", {"sources": counts})
+        data = list(read_jsonl(data_path))
+        metrics["train_examples"] = len(data)
+        metrics["sources"] = counts
+        init = (str(self.store.path(k - 1, "student"))
+                if k > 0 and cfg.loop.student_init == "continue" else cfg.student.model)
+        tr = self.train(k, data, init)
+        metrics["steps"] = tr.get("steps")
+        student_dir = str(self.store.path(k, "student"))
+        for split in ("val", "test"):
+            att = self.attempts(k, split, student_dir)
+            metrics[f"{split}_acc"] = sum(a["correct"] for a in att.values()) / max(len(att), 1)
+            metrics[f"{split}_n"] = len(att)
+        usage_path = self.store.path(k, "teacher_usage.json")
+        u = read_json(usage_path)["usage"] if usage_path.exists() else {}
+        metrics["teacher_tokens"] = u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
+        metrics["teacher_requests"] = u.get("requests", 0)
+        metrics["wall_s"] = round(time.time() - t0, 1)  # of this process; resumes restart it
+        write_json(mpath, metrics)
+        return metrics
+
+    def base_eval(self) -> dict[str, Any]:
+        """The untrained student on val and test: the row every comparison starts from."""
+        path = self.store.path("base", "metrics.json")
+        if path.exists():
+            return read_json(path)
+        m: dict[str, Any] = {"iteration": "base"}
+        for split in ("val", "test"):
+            att = self.attempts("base", split, self.cfg.student.model)
+            m[f"{split}_acc"] = sum(a["correct"] for a in att.values()) / max(len(att), 1)
+            m[f"{split}_n"] = len(att)
+        write_json(path, m)
+        return m
+
+    def run(self) -> dict[str, Any]:
+        self.prepare()
+        cfg = self.cfg
+        display.info(f"run folder: {self.store.root}  ·  train {len(self.splits['train'])}, "
+                     f"val {len(self.splits['val'])}, test {len(self.splits['test'])}")
+        rows: list[dict[str, Any]] = [self.base_eval()] if cfg.loop.eval_base else []
+        last = 0 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations
+        best_k, best_val, stale, stop_reason = None, -1.0, 0, "max_iterations"
+        for k in range(last + 1):
+            m = self.iteration(k)
+            if m is None:
+                stop_reason = "student solves all of train"
+                break
+            rows.append(m)
+            display.console.print(display.metrics_table(rows))
+            if m["val_acc"] > best_val:
+                best_k, best_val, stale = k, m["val_acc"], 0
+            else:
+                stale += 1
+                if k > 0 and stale >= cfg.loop.patience:
+                    stop_reason = f"no val improvement for {stale} iteration(s)"
+                    break
+        if cfg.loop.method == "oneshot":
+            stop_reason = "oneshot"
+        iters = [r for r in rows if isinstance(r.get("iteration"), int)]
+        summary = {
+            "name": cfg.name,
+            "method": cfg.loop.method,
+            "best_iteration": best_k,
+            "best_val_acc": best_val,
+            "best_test_acc": next(r["test_acc"] for r in iters if r["iteration"] == best_k),
+            "stop_reason": stop_reason,
+            "total_steps": sum(r.get("steps") or 0 for r in iters),
+            "teacher_tokens": sum(r.get("teacher_tokens") or 0 for r in iters),
+            "wall_s": round(sum(r.get("wall_s") or 0 for r in iters), 1),
+            "iterations": rows,
+            "best_student": str(self.store.path(best_k, "student")),
+        }
+        write_json(self.store.root / "summary.json", summary)
+        from undo.report import write_report
+
+        write_report(self.store.root)
+        display.info(f"best iteration {best_k} (val {best_val:.1%}, test "
+                     f"{summary['best_test_acc']:.1%}); stopped: {stop_reason}")
+        return summary
+
+
+def matched_steps(run_dir: Path) -> int:
+    """Total optimizer steps an UNDO run used: the longer-standard-training control."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        raise UserError(f"train.match_steps_of: {path} not found (finish that run first)")
+    return int(read_json(path)["total_steps"])

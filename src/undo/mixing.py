@@ -1,0 +1,58 @@
+"""Build the next training set from the student's own traces and the teacher's.
+
+Policies (loop.mix):
+- mix: the student's own correct traces for questions it solved, plus refined
+  teacher traces for those it failed (SIKeD-style self-guided mixing).
+- replace: teacher traces only: refined where the student failed, the latest
+  verified teacher rationale elsewhere.
+- accumulate: the previous training set plus the new refined traces.
+A failed question whose refinement never verified keeps its last verified
+teacher rationale, if any; otherwise it is left out and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from undo.tasks.base import Record
+
+
+def _row(r: Record, rationale: str, source: str, iteration: int) -> dict[str, Any]:
+    return {"id": r.id, "question": r.question, "rationale": rationale, "source": source,
+            "iteration": iteration}
+
+
+def mix_training_set(
+    policy: str,
+    iteration: int,
+    train: list[Record],
+    train_attempts: dict[str, dict[str, Any]],
+    refined: dict[str, dict[str, Any]],
+    latest_teacher: dict[str, str],
+    previous_rows: list[dict[str, Any]],
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Returns (rows, counts by source); rows carry id, question, rationale, source."""
+    rows: list[dict[str, Any]] = []
+    if policy == "accumulate":
+        rows = list(previous_rows)
+    for r in train:
+        attempt = train_attempts.get(r.id)
+        solved = bool(attempt and attempt["correct"])
+        new = refined.get(r.id)
+        if policy == "accumulate":
+            if not solved and new and new.get("rationale"):
+                rows.append(_row(r, new["rationale"], "refined", iteration))
+            continue
+        if solved and policy == "mix":
+            rows.append(_row(r, attempt["output"].strip(), "student", iteration))
+        elif new and new.get("rationale"):
+            rows.append(_row(r, new["rationale"], "refined", iteration))
+        elif r.id in latest_teacher:
+            rows.append(_row(r, latest_teacher[r.id], "teacher", iteration))
+        else:
+            rows.append({"id": r.id, "question": r.question, "rationale": None,
+                         "source": "none", "iteration": iteration})
+    kept = [x for x in rows if x["rationale"]]
+    counts = Counter(x["source"] for x in rows)
+    return kept, dict(counts)

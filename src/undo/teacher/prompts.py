@@ -1,0 +1,59 @@
+"""Jinja2 prompt templates: shipped with the package, overridable by path in the config."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from undo.errors import UserError
+
+TEMPLATE_DIR = Path(__file__).parent / "prompts"
+TEMPLATES = ("explain", "refine", "rationalize")
+
+ANSWER_FORMAT = {
+    "number": "the final number only",
+    "choice": "the letter of the correct choice",
+    "yesno": "Yes or No",
+    "math": "the final expression in simplest form",
+}
+
+
+@lru_cache(maxsize=32)
+def _load(path: str) -> jinja2.Template:
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    try:
+        return env.from_string(Path(path).read_text())
+    except OSError as e:
+        raise UserError(f"cannot read prompt template {path}: {e.strerror}") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise UserError(f"{path}:{e.lineno}: template syntax error: {e.message}") from None
+
+
+def render(name: str, overrides: dict[str, str], **context: Any) -> str:
+    if name not in TEMPLATES:
+        raise UserError(f"unknown prompt '{name}' (known: {', '.join(TEMPLATES)})")
+    path = overrides.get(name) or str(TEMPLATE_DIR / f"{name}.j2")
+    try:
+        return _load(path).render(**context).strip()
+    except jinja2.UndefinedError as e:
+        raise UserError(f"prompt template {path}: {e.message}") from None
+
+
+# Phrases by which a teacher that saw the gold answer gives it away instead of deriving it.
+_LEAK = re.compile(
+    r"\b(as given|as stated|we are (told|given) (that )?the (correct )?answer|the answer (was|is) "
+    r"(given|provided)|the hint|given (correct )?answer|correct answer (provided|given))\b",
+    re.IGNORECASE,
+)
+_ANSWER_TAIL = re.compile(r"the answer is[^\n]*$", re.IGNORECASE)
+MIN_REASONING_WORDS = 12
+
+
+def leaks_hint(text: str) -> bool:
+    """True when a hinted rationale states the answer without reasoning its way there."""
+    body = _ANSWER_TAIL.sub("", text.strip())
+    return bool(_LEAK.search(text)) or len(body.split()) < MIN_REASONING_WORDS

@@ -1,0 +1,154 @@
+"""Rationale generation with verification: explain, refine (the UNDO step), rationalize.
+
+Work proceeds in rounds over all unresolved questions (so batched backends see
+big batches and HTTP backends see full concurrency): attempt 0 is greedy, later
+attempts sample with `teacher.temperature`; each answer is graded against gold
+and, where the teacher saw the gold, checked for leaking it. Questions still
+unsolved after `max_attempts` get one rationalization (gold as a hint) when
+enabled. Every attempt and verdict is recorded; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from undo.config import TeacherConfig
+from undo.runstore import append_jsonl, read_jsonl
+from undo.tasks.base import Record
+from undo.teacher.base import Request, SamplingParams, Usage
+from undo.teacher.prompts import ANSWER_FORMAT, leaks_hint, render
+
+# final verdicts written per question
+VERIFIED, RATIONALIZED, FAILED = "verified", "rationalized", "failed"
+
+
+@dataclass
+class TeachItem:
+    """One question to explain. mode: explain | refine. context feeds the refine template."""
+
+    record: Record
+    mode: str = "explain"
+    context: dict[str, Any] = field(default_factory=dict)
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dict]) -> list[dict]:
+    r = item.record
+    ctx = {
+        "question": r.prompt(),
+        "gold": r.gold_display(),
+        "answer_format": ANSWER_FORMAT.get(r.answer_type, "the final answer"),
+        "examples": examples if mode == "explain" else [],
+        **item.context,
+    }
+    return [{"role": "user", "content": render(mode, cfg.prompts, **ctx)}]
+
+
+def _sampling(cfg: TeacherConfig, attempt: int) -> SamplingParams:
+    temperature = 0.0 if attempt == 0 else cfg.temperature
+    return SamplingParams(temperature, cfg.top_p if temperature else 1.0, cfg.max_tokens)
+
+
+def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str]:
+    """(accepted, reason). The reason names why a rejected attempt failed."""
+    verdict = item.record.grade(text)
+    if verdict.predicted is None:
+        return False, "truncated" if finish == "length" else "unparsed"
+    if not verdict.correct:
+        return False, "wrong_answer"
+    if mode in ("refine", "rationalize") and leaks_hint(text):
+        return False, "leaked_hint"
+    return True, "ok"
+
+
+def generate_rationales(
+    items: list[TeachItem],
+    teacher: Any,  # a CachedTeacher (or any TeacherBackend)
+    cfg: TeacherConfig,
+    out_path: Path,
+    usage: Usage,
+    examples: list[dict] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Write one row per question to out_path (append, resumable); return all rows.
+
+    Rows: id, question, answer, rationale (None if failed), verdict, reason, mode,
+    attempts [{attempt, mode, text, predicted, correct, reason}], usage.
+    """
+    done = {row["id"]: row for row in read_jsonl(out_path)}
+    pending = [it for it in items if it.record.id not in done]
+    total_requests = 0
+
+    def finish(item: TeachItem, rationale: str | None, verdict: str, reason: str) -> None:
+        row = {
+            "id": item.record.id,
+            "question": item.record.question,
+            "answer": item.record.answer,
+            "rationale": rationale,
+            "verdict": verdict,
+            "reason": reason,
+            "mode": item.mode,
+            "attempts": item.attempts,
+            "usage": {
+                "prompt_tokens": sum(a["prompt_tokens"] for a in item.attempts),
+                "completion_tokens": sum(a["completion_tokens"] for a in item.attempts),
+            },
+        }
+        append_jsonl(out_path, row)
+        done[item.record.id] = row
+
+    def run_round(batch: list[TeachItem], mode: str, attempt: int) -> list[TeachItem]:
+        nonlocal total_requests
+        reqs = [
+            Request(_messages(it, mode, cfg, examples or []), _sampling(cfg, attempt), attempt)
+            for it in batch
+        ]
+        total_requests += len(reqs)
+        step = (lambda k: progress(k, len(reqs))) if progress else None
+        completions = teacher.complete(reqs, usage, step)
+        unsolved = []
+        for it, c in zip(batch, completions, strict=True):
+            ok, reason = _judge(it, mode, c.text, c.finish_reason)
+            it.attempts.append({
+                "attempt": len(it.attempts), "mode": mode, "text": c.text,
+                "predicted": it.record.grade(c.text).predicted, "correct": ok, "reason": reason,
+                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                "cached": c.cached,
+            })
+            if ok:
+                finish(it, c.text, RATIONALIZED if mode == "rationalize" else VERIFIED, "ok")
+            else:
+                unsolved.append(it)
+        return unsolved
+
+    for mode in ("explain", "refine"):
+        todo = [it for it in pending if it.mode == mode]
+        for attempt in range(cfg.max_attempts):
+            if todo:
+                todo = run_round(todo, mode, attempt)
+        if todo and cfg.rationalize:
+            todo = run_round(todo, "rationalize", 0)
+        for it in todo:
+            reasons = Counter(a["reason"] for a in it.attempts)
+            finish(it, None, FAILED, reasons.most_common(1)[0][0] if reasons else "no_attempt")
+    return [done[it.record.id] for it in items]
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts per verdict and, for failures, per reason: what the report shows."""
+    verdicts = Counter(r["verdict"] for r in rows)
+    reasons = Counter(r["reason"] for r in rows if r["verdict"] == FAILED)
+    return {"n": len(rows), "verdicts": dict(verdicts), "failed_reasons": dict(reasons)}
+
+
+def load_rows(path: Path) -> list[dict[str, Any]]:
+    return list(read_jsonl(path))
+
+
+def dumps(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False)
