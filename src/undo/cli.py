@@ -96,6 +96,202 @@ def grade(
     _emit({"n": n, "correct": correct, "accuracy": correct / n if n else 0.0, "unparsed": unparsed})
 
 
+Config = Annotated[Optional[Path], typer.Argument(help="a run YAML (configs/*.yaml)")]  # noqa: UP045
+
+
+@app.command()
+def run(
+    config: Config = None,
+    overrides: Overrides = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="resolve and plan; call nothing")] = False,
+) -> None:
+    """Run UNDO (or the one-shot baseline) end to end; re-run the same command to resume.
+
+    Example: undo run configs/svamp.yaml teacher.base_url=http://localhost:8000/v1 name=svamp-1
+    """
+    cfg = _config(config, overrides)
+    if dry_run:
+        from undo.plan import plan
+
+        print(json.dumps(plan(cfg), indent=2))
+        return
+    from undo.loop import UndoRun
+
+    summary = UndoRun(cfg).run()
+    _emit({k: summary[k] for k in ("best_iteration", "best_val_acc", "best_test_acc",
+                                   "stop_reason", "total_steps")})
+
+
+@app.command()
+def demo(
+    overrides: Overrides = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
+) -> None:
+    """The offline demo: SVAMP, in-process Qwen2.5-Coder-0.5B teacher, SmolLM2-135M student.
+
+    Same as: undo run configs/demo.yaml
+    """
+    run(_demo_config(), overrides, dry_run)
+
+
+def _demo_config() -> Path:
+    from importlib.resources import files
+
+    shipped = Path(str(files("undo") / "configs" / "demo.yaml"))
+    local = Path("configs/demo.yaml")
+    return local if local.exists() else shipped
+
+
+@app.command()
+def teach(
+    task: Annotated[str, typer.Argument(help="a registered task or 'file'")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL of verified rationales")],
+    overrides: Overrides = None,
+    split: Annotated[str, typer.Option(help="train | val (never test)")] = "train",
+    limit: Annotated[Optional[int], typer.Option(help="first N questions")] = None,  # noqa: UP045
+    config: ConfigOpt = None,
+) -> None:
+    """Have the teacher explain questions; keep rationales whose answer grades correct.
+
+    Resumable: re-running skips questions already in --out, and the completion
+    cache answers every request already made.
+
+    Example: undo teach gsm8k --out r.jsonl --limit 100 teacher.backend=openai
+    teacher.base_url=http://127.0.0.1:8000/v1 teacher.model=Qwen/Qwen2.5-72B-Instruct
+    """
+    from undo.runstore import write_json
+    from undo.tasks import split_part
+    from undo.teacher import build_teacher
+    from undo.teacher.base import Usage
+    from undo.teacher.rationale import TeachItem, generate_rationales, summarize
+
+    if split == "test":
+        raise UserError("the test split is never shown to the teacher")
+    cfg = _config(config, overrides, **{"task.name": task})
+    records = split_part(cfg, split)[:limit]
+    teacher = build_teacher(cfg.teacher)
+    teacher.health_check()
+    usage = Usage()
+    from undo import display
+
+    with display.stage("teacher explains", None) as advance:
+        rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg.teacher, out,
+                                   usage, progress=lambda n, _t: advance(n))
+    stats = {"summary": summarize(rows), "usage": usage.to_dict(),
+             "cost_usd": usage.cost(cfg.teacher.price)}
+    write_json(out.with_suffix(".usage.json"), stats)
+    _emit(stats["summary"])
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="JSONL with question + rationale")],
+    out: Annotated[Path, typer.Option("--out", help="folder for the trained student")],
+    overrides: Overrides = None,
+    config: ConfigOpt = None,
+    launcher: Annotated[Optional[str], typer.Option(help="none | accelerate | torchrun")] = None,  # noqa: UP045
+    num_processes: Annotated[Optional[int], typer.Option("--num-processes")] = None,  # noqa: UP045
+) -> None:
+    """Fine-tune the student on a rationale file (such as `undo teach` writes).
+
+    Rows need `question` and `rationale` (rows with rationale null are skipped).
+    Example: undo train --data r.jsonl --out students/s1 student.model=smollm2-135m-instruct train.epochs=2
+    """
+    from undo.student.cli_support import train_from_file
+
+    cfg = _config(config, overrides, **{"train.launcher": launcher,
+                                         "train.num_processes": num_processes})
+    _emit(train_from_file(data, out, cfg))
+
+
+@app.command(name="eval")
+def eval_(
+    task: Annotated[str, typer.Argument(help="a registered task or 'file'")],
+    student: Annotated[str, typer.Option("--student", help="saved student folder, hub id or offline name")],
+    overrides: Overrides = None,
+    split: Annotated[str, typer.Option(help="train | val | test")] = "test",
+    limit: Annotated[Optional[int], typer.Option(help="first N questions")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option("--out", help="per-question attempts JSONL")] = None,  # noqa: UP045
+    config: ConfigOpt = None,
+) -> None:
+    """Score a student the way the loop does; the last line is {"n","correct","accuracy"}.
+
+    Example: undo eval svamp --student runs/demo/iter_1/student task.source=../shared/data/svamp
+    """
+    from undo import display
+    from undo.student.evaluate import evaluate
+    from undo.tasks import split_part
+
+    cfg = _config(config, overrides, **{"task.name": task})
+    records = split_part(cfg, split)[:limit]
+    with display.stage(f"student answers {split}", len(records)) as advance:
+        res = evaluate(records, student, cfg.student, out_path=out, progress=advance)
+    _emit({"n": res.n, "correct": res.correct, "accuracy": res.accuracy})
+
+
+@app.command()
+def transfer(
+    run_dir: Annotated[Path, typer.Argument(help="a finished undo run folder")],
+    student: Annotated[str, typer.Option("--student", help="the new student model")],
+    iteration: Annotated[Optional[int], typer.Option(help="whose training set; default best")] = None,  # noqa: UP045
+    overrides: Overrides = None,
+) -> None:
+    """Train and evaluate a different student on a finished run's training set.
+
+    Example: undo transfer runs/svamp-undo --iteration 2 --student Qwen/Qwen2.5-0.5B-Instruct
+    """
+    from undo.transfer import run_transfer
+
+    _emit(run_transfer(run_dir, student, iteration, list(overrides or [])))
+
+
+@app.command(name="compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="run folders; the first is the reference")],
+    n_boot: Annotated[int, typer.Option("--n-boot")] = 10_000,
+) -> None:
+    """Test accuracies side by side, with a paired bootstrap 95% CI of each run minus the first.
+
+    Example: undo compare runs/svamp-oneshot runs/svamp-undo
+    """
+    from undo.report import compare
+
+    rows = compare(runs, n_boot)
+    for r in rows:
+        ci = (f"  diff {r['diff']:+.1%}  95% CI [{r['ci_low']:+.1%}, {r['ci_high']:+.1%}]"
+              if "diff" in r else "  (reference)")
+        print(f"{r['run']:<40} n={r['n']:<5} test {r['test_acc']:.1%}{ci}")
+    _emit({"rows": rows})
+
+
+@app.command()
+def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
+    """(Re)write report.md, report.html and plots/ of a finished run."""
+    from undo.report import write_report
+
+    print(write_report(run_dir))
+
+
+@cache_app.command("stats")
+def cache_stats() -> None:
+    """Entries, size and per-model counts of the completion cache."""
+    from undo.teacher.cache import CompletionCache
+
+    with CompletionCache() as c:
+        print(json.dumps(c.stats(), indent=2))
+
+
+@cache_app.command("clear")
+def cache_clear(
+    model: Annotated[Optional[str], typer.Option(help="only this model's entries")] = None,  # noqa: UP045
+) -> None:
+    """Delete cached completions (all, or one model's)."""
+    from undo.teacher.cache import CompletionCache
+
+    with CompletionCache() as c:
+        _emit({"removed": c.clear(model)})
+
+
 def main() -> None:
     try:
         app()

@@ -89,6 +89,7 @@ def generate_rationales(
             "id": item.record.id,
             "question": item.record.question,
             "answer": item.record.answer,
+            "choices": item.record.choices,
             "rationale": rationale,
             "verdict": verdict,
             "reason": reason,

@@ -1,0 +1,53 @@
+"""`undo run --dry-run`: resolve everything and print upper bounds, calling nothing."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from undo.config import RunConfig
+from undo.models import resolve_model
+from undo.tasks import make_splits
+
+# a rough prompt size for the bound; refine prompts carry the student's attempt too
+EXPLAIN_PROMPT_TOKENS = 200
+REFINE_PROMPT_TOKENS = 900
+
+
+def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
+    splits = make_splits(cfg)
+    resolve_model(cfg.student.model)
+    if cfg.teacher.backend in ("transformers", "vllm"):
+        resolve_model(cfg.teacher.model)
+    elif check_endpoint:
+        from undo.teacher import build_backend
+
+        build_backend(cfg.teacher).health_check()
+    n_train = len(splits["train"])
+    t = cfg.teacher
+    calls_per_q = t.max_attempts + (1 if t.rationalize else 0)
+    iters = 1 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations + 1
+    per_iter = []
+    for k in range(iters):
+        calls = n_train * calls_per_q
+        prompt = EXPLAIN_PROMPT_TOKENS if k == 0 else REFINE_PROMPT_TOKENS
+        per_iter.append({"iteration": k, "teacher_calls_max": calls,
+                         "teacher_prompt_tokens_max": calls * prompt,
+                         "teacher_completion_tokens_max": calls * t.max_tokens})
+    batch = cfg.train.batch_size * cfg.train.grad_accum * max(cfg.train.num_processes, 1)
+    steps = (cfg.train.max_steps if cfg.train.max_steps > 0
+             else math.ceil(n_train / batch) * math.ceil(cfg.train.epochs))
+    out: dict[str, Any] = {
+        "run_dir": str(cfg.run_dir),
+        "questions": {s: len(v) for s, v in splits.items()},
+        "iterations_max": iters,
+        "per_iteration": per_iter,
+        "student_steps_per_iteration_max": steps,
+        "student_generations_per_iteration": n_train + len(splits["val"]) + len(splits["test"]),
+    }
+    if t.price:
+        p_in = sum(i["teacher_prompt_tokens_max"] for i in per_iter)
+        p_out = sum(i["teacher_completion_tokens_max"] for i in per_iter)
+        out["cost_usd_max"] = round((p_in * t.price.get("input", 0)
+                                     + p_out * t.price.get("output", 0)) / 1e6, 2)
+    return out

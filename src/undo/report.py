@@ -1,0 +1,143 @@
+"""Metrics tables, plots, a markdown/HTML report, and paired comparisons of runs."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from undo.errors import UserError
+from undo.runstore import read_json, read_jsonl, write_atomic
+
+
+def _pct(v: Any) -> str:
+    return "-" if v is None else f"{v:.1%}"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    head = ("| iteration | train errors | refined ok/failed | train examples | steps | val acc "
+            "| test acc | teacher tokens | wall s |")
+    lines = [head, "|" + "---|" * 9]
+    for m in rows:
+        refined = ("-" if m.get("refined_verified") is None
+                   else f"{m['refined_verified']}/{m['refined_failed']}")
+        lines.append(
+            f"| {m['iteration']} | {m.get('train_errors', '-') if m.get('train_errors') is not None else '-'} "
+            f"| {refined} | {m.get('train_examples', '-')} | {m.get('steps', '-')} "
+            f"| {_pct(m.get('val_acc'))} | {_pct(m.get('test_acc'))} "
+            f"| {m.get('teacher_tokens', '-')} | {m.get('wall_s', '-')} |"
+        )
+    return "\n".join(lines)
+
+
+def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None  # plots are optional: pip install 'undo-distill[plot]'
+    iters = [r for r in rows if isinstance(r["iteration"], int)]
+    if not iters:
+        return None
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    xs = [r["iteration"] for r in iters]
+    ax.plot(xs, [r["val_acc"] for r in iters], "o-", label="val")
+    ax.plot(xs, [r["test_acc"] for r in iters], "s-", label="test")
+    base = next((r for r in rows if r["iteration"] == "base"), None)
+    if base:
+        ax.axhline(base["test_acc"], color="grey", ls="--", label="base student (test)")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("accuracy")
+    ax.set_xticks(xs)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return str(out.relative_to(out.parent.parent))
+
+
+def write_report(run_dir: Path) -> Path:
+    summary = read_json(run_dir / "summary.json")
+    rows = summary["iterations"]
+    plot = _plot(rows, run_dir / "plots" / "accuracy.png")
+    md = [
+        f"# {summary['name']} ({summary['method']})",
+        "",
+        f"Best iteration by val accuracy: **{summary['best_iteration']}** "
+        f"(val {_pct(summary['best_val_acc'])}, test {_pct(summary['best_test_acc'])}). "
+        f"Stopped: {summary['stop_reason']}. Total student steps: {summary['total_steps']}; "
+        f"teacher tokens: {summary['teacher_tokens']}; wall time {summary['wall_s']:.0f} s.",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    if plot:
+        md.append(f"![accuracy]({plot})")
+    text = "\n".join(md) + "\n"
+    write_atomic(run_dir / "report.md", text)
+    body = "".join(f"<p>{html.escape(line)}</p>" for line in md[:3] if line)
+    table_rows = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
+        + "</tr>"
+        for line in markdown_table(rows).splitlines() if not line.startswith("|---")
+    )
+    img = f'<img src="{plot}" alt="accuracy">' if plot else ""
+    write_atomic(run_dir / "report.html",
+                 f"<!doctype html><meta charset=utf-8><title>{html.escape(summary['name'])}"
+                 f"</title><body>{body}<table border=1 cellpadding=4>{table_rows}</table>"
+                 f"{img}</body>")
+    return run_dir / "report.md"
+
+
+# ---- comparisons -------------------------------------------------------------------
+
+
+def test_attempts(run: Path, iteration: str | int | None = None) -> tuple[str, dict[str, bool]]:
+    """(label, id -> correct) for a run's best (or given) iteration, or a transfer folder."""
+    run = Path(run)
+    if (run / "metrics.json").exists() and (run / "attempts_test.jsonl").exists():
+        label, path = run.name, run / "attempts_test.jsonl"  # a transfer / single-stage folder
+    else:
+        if not (run / "summary.json").exists():
+            raise UserError(f"{run}: no summary.json (not a finished undo run)")
+        summary = read_json(run / "summary.json")
+        k = summary["best_iteration"] if iteration is None else iteration
+        label = f"{run.name}@{k}"
+        path = run / (f"iter_{k}" if k != "base" else "base") / "attempts_test.jsonl"
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    return label, {a["id"]: bool(a["correct"]) for a in read_jsonl(path)}
+
+
+def paired_bootstrap(a: list[bool], b: list[bool], n_boot: int = 10_000,
+                     seed: int = 0) -> tuple[float, float, float]:
+    """Mean of b - a on the same questions, with a 95% percentile interval."""
+    import numpy as np
+
+    diffs = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(diffs.mean()), float(lo), float(hi)
+
+
+def compare(runs: list[Path], n_boot: int = 10_000) -> list[dict[str, Any]]:
+    """Test accuracy of each run, and each run minus the first with a paired 95% CI."""
+    loaded = [test_attempts(r) for r in runs]
+    base_label, base = loaded[0]
+    out = []
+    for label, res in loaded:
+        common = sorted(set(base) & set(res))
+        if len(common) != len(base):
+            raise UserError(f"{label} and {base_label} were not scored on the same test questions")
+        row: dict[str, Any] = {"run": label, "n": len(common),
+                               "test_acc": sum(res[i] for i in common) / len(common)}
+        if label != base_label:
+            d, lo, hi = paired_bootstrap([base[i] for i in common], [res[i] for i in common],
+                                         n_boot)
+            row.update(diff=d, ci_low=lo, ci_high=hi)
+        out.append(row)
+    return out

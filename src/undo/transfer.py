@@ -1,0 +1,54 @@
+"""`undo transfer`: train a different student on a finished run's training set.
+
+The paper shows UNDO's refined data helps other students too; this measures it
+on the run's own test questions, so `undo compare` can pair the results.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from undo.config import load_config
+from undo.errors import UserError
+from undo.runstore import RunStore, read_json, read_jsonl, write_json
+from undo.tasks import Record
+
+
+def run_transfer(run_dir: Path, student: str, iteration: int | None,
+                 overrides: list[str]) -> dict[str, Any]:
+    from undo.student.evaluate import evaluate
+    from undo.student.train import make_example, train_student
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml", [f"student.model={student}", *overrides])
+    if iteration is None:
+        if not (run_dir / "summary.json").exists():
+            raise UserError(f"{run_dir}: unfinished run; pass --iteration K")
+        iteration = read_json(run_dir / "summary.json")["best_iteration"]
+    store = RunStore(run_dir)
+    data_path = store.path(iteration, "train_data.jsonl")
+    if not data_path.exists():
+        raise UserError(f"{data_path}: not found (iteration {iteration} has no training set)")
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", student).strip("_")[-60:]
+    out = run_dir / f"transfer_{slug}_iter{iteration}"
+    splits = {s: [Record.from_dict(r) for r in read_jsonl(run_dir / "splits" / f"{s}.jsonl")]
+              for s in ("train", "val", "test")}
+    by_id = {r.id: r for r in splits["train"]}
+    examples = [make_example(by_id[row["id"]], row["rationale"]) for row in read_jsonl(data_path)]
+    student_dir = out / "student"
+    if not (student_dir / "train_result.json").exists():
+        train_student(examples, student_dir, cfg.student, cfg.train, seed=cfg.train_seed(),
+                      init_from=student)
+    metrics: dict[str, Any] = {"run": str(run_dir), "iteration": iteration, "student": student,
+                               "train_examples": len(examples)}
+    for split in ("val", "test"):
+        res = evaluate(splits[split], str(student_dir), cfg.student,
+                       out_path=out / f"attempts_{split}.jsonl")
+        metrics[f"{split}_acc"] = res.accuracy
+        metrics[f"{split}_n"] = res.n
+    write_json(out / "metrics.json", metrics)
+    return metrics
