@@ -1,25 +1,39 @@
 """Any OpenAI-compatible chat endpoint: vLLM, SGLang, Ollama, llama.cpp, LiteLLM, APIs.
 
-One job is a pool of `concurrency` async workers sharing one HTTP client, so
-connections are kept alive and reused. Several `base_url`s are load-balanced by
-least-in-flight; an endpoint that just failed cools down and its retries go
+One job is a pool of `concurrency` async workers. Each worker keeps one
+keep-alive connection per endpoint; several `base_url`s are load-balanced by
+least-in-flight, and an endpoint that just failed cools down so its retries go
 elsewhere. A request that keeps failing stops the job only after the requests
 already in flight have finished, so their results still reach `on_result`.
+
+The job speaks HTTP through httpcore (the engine under httpx) rather than
+httpx.AsyncClient: the client's request/response models, cookie jar and a
+shared pool that rescans every connection on each request (encode/httpcore#1035)
+cost ~1 ms CPU per request, which at concurrency 64 against a fast server was
+most of the job's time. The one-off health check keeps httpx for its convenience.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import email.utils
+import importlib.util
+import json
 import logging
 import os
 import random
+import ssl
+import sys
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import httpcore
 import httpx
 
 from undo.config import TeacherConfig
@@ -41,6 +55,13 @@ T = TypeVar("T")
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
 HEALTH_TIMEOUT = 8.0
 
+# httpcore looks for sniffio on every lock it creates (several per request);
+# anyio >= 4.? no longer installs it, and a failed import is not cached, so each
+# look is a full sys.path scan (~25 % of the client's CPU). Marking it absent
+# makes the failure instant; httpcore then assumes asyncio, which is what we run.
+if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
+    sys.modules["sniffio"] = None  # type: ignore[assignment]
+
 
 class _Secret:
     """Holds the API key so that no repr, vars() dump or log line can show it."""
@@ -57,7 +78,10 @@ class _Secret:
 
 @dataclass
 class _Endpoint:
-    url: str
+    url: str  # base URL, no trailing slash
+    chat_url: bytes
+    headers: list[tuple[bytes, bytes]]  # without Content-Length
+    proxy: httpcore.Proxy | None
     in_flight: int = 0
     cooldown_until: float = 0.0
     consecutive_failures: int = 0
@@ -88,6 +112,21 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
+def _proxy_for(url: str) -> httpcore.Proxy | None:
+    """The proxy that HTTP(S)_PROXY / ALL_PROXY / NO_PROXY give this URL, as httpx would."""
+    parts = urllib.parse.urlsplit(url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    auth = None
+    if p.username is not None:
+        auth = (urllib.parse.unquote(p.username), urllib.parse.unquote(p.password or ""))
+    netloc = p.hostname + (f":{p.port}" if p.port else "") if p.hostname else ""
+    return httpcore.Proxy(urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", "")), auth=auth)
+
+
 def _parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -102,24 +141,25 @@ def _parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error_message(resp: httpx.Response) -> str:
+def _error_message(body: bytes) -> str:
     """The server's own words (OpenAI-style `{"error": {"message": ...}}` or vLLM's)."""
+    text = body.decode("utf-8", "replace")
     try:
-        data = resp.json()
+        data = json.loads(text)
     except ValueError:
-        return resp.text[:200].strip()
+        return text[:200].strip()
     if isinstance(data, dict):
         err = data.get("error", data)
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])[:200]
         if isinstance(err, str):
             return err[:200]
-    return resp.text[:200].strip()
+    return text[:200].strip()
 
 
-def _parse_completion(resp: httpx.Response) -> Completion:
+def _parse_completion(body: bytes) -> Completion:
     try:
-        data = resp.json()
+        data = json.loads(body)
         choice = data["choices"][0]
         content = choice["message"].get("content")
         finish = choice.get("finish_reason")
@@ -155,12 +195,22 @@ class OpenAIBackend:
         backoff_max: float = 30.0,
         retry_after_max: float = 120.0,
     ) -> None:
+        """`backoff_base`/`backoff_max`: seconds, the full-jitter window before retry k
+        is uniform(0, min(max, base * 2**k)). `retry_after_max` caps a server's
+        Retry-After, so a misbehaving proxy cannot park the job for hours."""
         urls = [cfg.base_url] if isinstance(cfg.base_url, str) else list(cfg.base_url or [])
         if not urls:
             raise UserError(
                 "teacher.base_url is required for backend 'openai' "
                 "(e.g. http://localhost:8000/v1, or a list of such URLs)"
             )
+        for u in urls:
+            parts = urllib.parse.urlsplit(u)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise UserError(
+                    f"teacher.base_url {u!r} is not an http(s) URL "
+                    "(e.g. http://localhost:8000/v1)"
+                )
         self.model = cfg.model
         self.base_urls = [u.rstrip("/") for u in urls]
         self.concurrency = cfg.concurrency
@@ -171,6 +221,7 @@ class OpenAIBackend:
         self.retry_after_max = retry_after_max
         self.api_key_env = cfg.api_key_env
         self._api_key: _Secret | None = None
+        self._ssl: ssl.SSLContext | None = None
         if cfg.api_key_env:
             value = os.environ.get(cfg.api_key_env)
             if not value:
@@ -191,10 +242,9 @@ class OpenAIBackend:
             headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
         return headers
 
-    def _fatal_for_status(self, url: str, resp: httpx.Response) -> Exception:
+    def _fatal_for_status(self, url: str, code: int, body: bytes) -> Exception:
         """4xx answers that no retry can fix: a user error, or a failure of this request."""
-        code = resp.status_code
-        msg = _error_message(resp)
+        msg = _error_message(body)
         if code in (401, 403):
             hint = (
                 f"set ${self.api_key_env} to a valid key"
@@ -210,23 +260,30 @@ class OpenAIBackend:
         return TeacherError(f"teacher endpoint {url} refused the request (HTTP {code}: {msg})")
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        # Full jitter spreads a burst of failures over the window; Retry-After
-        # (capped, so a misbehaving proxy cannot park us for hours) is the floor.
+        # Full jitter spreads a burst of failures over the window; a server's
+        # Retry-After (capped) is the floor.
         delay = random.uniform(0.0, min(self.backoff_max, self.backoff_base * 2**attempt))
         if retry_after is not None:
             delay = max(delay, min(retry_after, self.retry_after_max))
         return delay
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:  # loading CA certificates takes a while: once per backend
+            self._ssl = httpx.create_ssl_context()
+        return self._ssl
+
     # --- health check ------------------------------------------------------
 
     def health_check(self) -> None:
         timeout = httpx.Timeout(HEALTH_TIMEOUT, connect=5.0)
-        with httpx.Client(timeout=timeout, headers=self._headers()) as client:
+        with httpx.Client(
+            timeout=timeout, headers=self._headers(), verify=self._ssl_context()
+        ) as client:
             for url in self.base_urls:
                 self._check_endpoint(client, url)
 
     def _check_endpoint(self, client: httpx.Client, url: str) -> None:
-        resp = self._health_get(client, "GET", url, "/models")
+        resp = self._health_request(client, "GET", url, "/models")
         if resp.status_code == 404:  # some servers have no model list: try one token
             self._check_by_chat(client, url)
             return
@@ -251,11 +308,11 @@ class OpenAIBackend:
             "max_tokens": 1,
             "temperature": 0.0,
         }
-        resp = self._health_get(client, "POST", url, "/chat/completions", json=body)
+        resp = self._health_request(client, "POST", url, "/chat/completions", json=body)
         if resp.status_code >= 400:
             raise self._health_status_error(url, resp)
 
-    def _health_get(
+    def _health_request(
         self, client: httpx.Client, method: str, url: str, path: str, **kw: Any
     ) -> httpx.Response:
         try:
@@ -272,10 +329,10 @@ class OpenAIBackend:
 
     def _health_status_error(self, url: str, resp: httpx.Response) -> Exception:
         if resp.status_code in (401, 403, 404):
-            return self._fatal_for_status(url, resp)
+            return self._fatal_for_status(url, resp.status_code, resp.content)
         return UserError(
             f"teacher endpoint {url} is not ready (HTTP {resp.status_code}: "
-            f"{_error_message(resp)})"
+            f"{_error_message(resp.content)})"
         )
 
     # --- the job -----------------------------------------------------------
@@ -288,9 +345,27 @@ class OpenAIBackend:
         *,
         on_result: ResultFn | None = None,
     ) -> list[Completion]:
+        """Answer every request, in order; `on_result(i, completion)` fires as each
+        arrives. Raises TeacherError (or UserError for a rejected key or unknown
+        model) once the requests already in flight have finished."""
         if not requests:
             return []
         return _run_sync(self._complete(requests, usage, progress, on_result))
+
+    def _endpoints(self) -> list[_Endpoint]:
+        eps = []
+        for url in self.base_urls:
+            host = urllib.parse.urlsplit(url).netloc
+            headers = [
+                (b"Host", host.encode()),
+                (b"Content-Type", b"application/json"),
+                (b"Accept", b"application/json"),
+                (b"Accept-Encoding", b"identity"),  # httpcore does not decompress
+            ]
+            headers += [(k.encode(), v.encode()) for k, v in self._headers().items()]
+            chat = (url + "/chat/completions").encode()
+            eps.append(_Endpoint(url, chat, headers, _proxy_for(url)))
+        return eps
 
     async def _complete(
         self,
@@ -301,12 +376,7 @@ class OpenAIBackend:
     ) -> list[Completion]:
         job = _Job(self, requests, usage, progress, on_result)
         n_workers = min(self.concurrency, len(requests))
-        limits = httpx.Limits(max_connections=n_workers, max_keepalive_connections=n_workers)
-        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 10.0))
-        async with httpx.AsyncClient(
-            limits=limits, timeout=timeout, headers=self._headers()
-        ) as client:
-            await asyncio.gather(*(job.worker(client) for _ in range(n_workers)))
+        await asyncio.gather(*(job.worker() for _ in range(n_workers)))
         if job.error is not None:
             raise job.error
         return job.results  # type: ignore[return-value]  # every slot filled when no error
@@ -330,7 +400,9 @@ class _Job:
         self.on_result = on_result
         self.results: list[Completion | None] = [None] * len(requests)
         self.pending = iter(range(len(requests)))  # shared: each index taken once
-        self.endpoints = [_Endpoint(u) for u in backend.base_urls]
+        self.endpoints = backend._endpoints()
+        t = backend.timeout
+        self.timeouts = {"connect": min(t, 10.0), "read": t, "write": t, "pool": t}
         self.turn = 0
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
@@ -340,23 +412,35 @@ class _Job:
             self.error = err
         self.stop.set()
 
-    async def worker(self, client: httpx.AsyncClient) -> None:
-        for i in self.pending:
-            if self.stop.is_set():
-                return
-            try:
-                c = await self.one(client, i)
-                self.results[i] = c
-                self.usage.add(c)
-                if self.on_result is not None:
-                    self.on_result(i, c)
-                if self.progress is not None:
-                    self.progress(1)
-            except _Stopped:
-                return
-            except Exception as e:  # any failure ends the job, once in-flight work is done
-                self.fail(e)
-                return
+    async def worker(self) -> None:
+        # A worker's own pools, one connection per endpoint: no pool is ever shared,
+        # so none has more than one connection to scan.
+        async with contextlib.AsyncExitStack() as stack:
+            pools: dict[str, httpcore.AsyncConnectionPool] = {}
+            for ep in self.endpoints:
+                pools[ep.url] = await stack.enter_async_context(
+                    httpcore.AsyncConnectionPool(
+                        ssl_context=self.b._ssl_context() if ep.url.startswith("https") else None,
+                        proxy=ep.proxy,
+                        max_connections=1,
+                    )
+                )
+            for i in self.pending:
+                if self.stop.is_set():
+                    return
+                try:
+                    c = await self.one(pools, i)
+                    self.results[i] = c
+                    self.usage.add(c)
+                    if self.on_result is not None:
+                        self.on_result(i, c)
+                    if self.progress is not None:
+                        self.progress(1)
+                except _Stopped:
+                    return
+                except Exception as e:  # any failure ends the job, once in-flight work is done
+                    self.fail(e)
+                    return
 
     def pick(self, avoid: _Endpoint | None) -> _Endpoint:
         eps = self.endpoints
@@ -375,20 +459,25 @@ class _Job:
             ),
         )
 
-    async def one(self, client: httpx.AsyncClient, i: int) -> Completion:
+    async def one(self, pools: dict[str, httpcore.AsyncConnectionPool], i: int) -> Completion:
         req = self.requests[i]
-        body = {
-            "model": self.b.model,
-            "messages": req.messages,
-            "temperature": req.sampling.temperature,
-            "top_p": req.sampling.top_p,
-            "max_tokens": req.sampling.max_tokens,
-        }
+        body = json.dumps(
+            {
+                "model": self.b.model,
+                "messages": req.messages,
+                "temperature": req.sampling.temperature,
+                "top_p": req.sampling.top_p,
+                "max_tokens": req.sampling.max_tokens,
+            },
+            ensure_ascii=False,
+        ).encode()
         last: _Endpoint | None = None
         for attempt in range(self.b.max_retries + 1):
             ep = self.pick(avoid=last)
             try:
-                return await self.attempt(client, ep, body)
+                c = await self.attempt(pools[ep.url], ep, body)
+                ep.consecutive_failures = 0
+                return c
             except _Retry as r:
                 last = ep
                 ep.consecutive_failures += 1
@@ -417,25 +506,35 @@ class _Job:
                     pass
         raise AssertionError("unreachable")
 
-    async def attempt(self, client: httpx.AsyncClient, ep: _Endpoint, body: dict) -> Completion:
+    async def attempt(
+        self, pool: httpcore.AsyncConnectionPool, ep: _Endpoint, body: bytes
+    ) -> Completion:
         ep.in_flight += 1
         try:
-            resp = await client.post(ep.url + "/chat/completions", json=body)
-        except httpx.TimeoutException:
+            resp = await pool.request(
+                b"POST",
+                ep.chat_url,
+                headers=[*ep.headers, (b"Content-Length", str(len(body)).encode())],
+                content=body,
+                extensions={"timeout": self.timeouts},
+            )
+        except httpcore.TimeoutException:
             raise _Retry("timeout", f"no answer within {self.b.timeout:g} s") from None
-        except httpx.TransportError as e:
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as e:
             raise _Retry("connection", f"{type(e).__name__}: {e}"[:200]) from None
         finally:
             ep.in_flight -= 1
-        code = resp.status_code
+        code = resp.status
         if code >= 500 or code in RETRY_STATUS:
+            retry_after = next(
+                (v.decode("latin-1") for k, v in resp.headers if k.lower() == b"retry-after"),
+                None,
+            )
             raise _Retry(
                 str(code),
-                f"HTTP {code}: {_error_message(resp)}",
-                _parse_retry_after(resp.headers.get("retry-after")),
+                f"HTTP {code}: {_error_message(resp.content)}",
+                _parse_retry_after(retry_after),
             )
         if code >= 400:
-            raise self.b._fatal_for_status(ep.url, resp)
-        c = _parse_completion(resp)
-        ep.consecutive_failures = 0
-        return c
+            raise self.b._fatal_for_status(ep.url, code, resp.content)
+        return _parse_completion(resp.content)

@@ -1,0 +1,208 @@
+"""How much time the teacher client adds on top of the server's own latency.
+
+A loopback server (its own process, so it does not compete for our GIL) answers
+every chat request after a fixed delay. With N requests at concurrency C and
+latency L, a perfect client finishes in N*L/C; the overhead is how much longer
+the real one takes. Target: under 10 %.
+
+    .venv/bin/python bench/teacher_client.py --n 2000 --concurrency 64 --latency 0.1
+
+Each section of the report is one function returning a dict of figures, so more
+backends can be benchmarked side by side by adding a function to `SECTIONS`. The
+first section is a floor: a client that does no work at all, showing what this
+machine (its load, the server, the kernel) costs before our client adds anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from typing import Any
+
+from undo.config import TeacherConfig
+from undo.teacher.base import Request, SamplingParams, Usage
+from undo.teacher.openai_backend import OpenAIBackend
+
+_ANSWER = json.dumps(
+    {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion",
+        "model": "bench-model",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Step by step. The answer is 42."},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
+    }
+).encode()
+_RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+    + str(len(_ANSWER)).encode()
+    + b"\r\n\r\n"
+    + _ANSWER
+)
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            return int(line[15:])
+    return 0
+
+
+async def _serve(latency: float, port_out: Any) -> None:
+    """A minimal HTTP/1.1 keep-alive server: enough of the protocol for our clients."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = _content_length(head)
+                if length:
+                    await reader.readexactly(length)
+                await asyncio.sleep(latency)
+                writer.write(_RESPONSE)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, backlog=1024)
+    port_out.send(server.sockets[0].getsockname()[1])
+    async with server:
+        await server.serve_forever()
+
+
+def _server_main(latency: float, port_out: Any) -> None:
+    asyncio.run(_serve(latency, port_out))
+
+
+class LatencyServer:
+    """The server above in a child process; yields its base URL and always stops it."""
+
+    def __init__(self, latency: float) -> None:
+        self.latency = latency
+
+    def __enter__(self) -> str:
+        recv, send = mp.Pipe(duplex=False)
+        self.proc = mp.Process(target=_server_main, args=(self.latency, send), daemon=True)
+        self.proc.start()
+        if not recv.poll(30):
+            self.proc.kill()
+            raise RuntimeError("latency server did not start")
+        self.port = recv.recv()
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.join(5)
+
+
+def _requests(n: int) -> list[Request]:
+    sp = SamplingParams(temperature=0.7, top_p=0.95, max_tokens=256)
+    return [
+        Request([{"role": "user", "content": f"Question {i}: what is 6 x 7?"}], sp)
+        for i in range(n)
+    ]
+
+
+def _figures(section: str, args: argparse.Namespace, measured: float, cpu: float) -> dict:
+    ideal = args.n * args.latency / args.concurrency
+    return {
+        "section": section,
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "latency_s": args.latency,
+        "ideal_s": ideal,
+        "measured_s": measured,
+        "ratio": measured / ideal,
+        "overhead_pct": 100 * (measured - ideal) / ideal,
+        "client_cpu_ms_per_request": 1000 * cpu / args.n,
+        "requests_per_s": args.n / measured,
+    }
+
+
+def bench_floor(args: argparse.Namespace) -> dict[str, Any]:
+    """A do-nothing client (one socket write and read per request, no HTTP library)."""
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+
+    async def run(port: int) -> None:
+        pending = iter(range(args.n))
+
+        async def worker() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in pending:
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                await reader.readexactly(_content_length(head))
+            writer.close()
+
+        await asyncio.gather(*(worker() for _ in range(args.concurrency)))
+
+    with LatencyServer(args.latency) as server:
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        asyncio.run(run(int(server.rsplit(":", 1)[1].split("/")[0])))
+        measured = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    return _figures("floor: raw socket client, no HTTP library (reference)", args, measured, cpu)
+
+
+def bench_openai_http(args: argparse.Namespace) -> dict[str, Any]:
+    with LatencyServer(args.latency) as url:
+        cfg = TeacherConfig(
+            backend="openai", model="bench-model", base_url=url,
+            concurrency=args.concurrency, timeout=30.0, max_retries=2,
+        )
+        backend = OpenAIBackend(cfg)
+        reqs = _requests(args.n)
+        usage = Usage()
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        results = backend.complete(reqs, usage)
+        measured = time.perf_counter() - t0
+        cpu = time.process_time() - cpu0
+    assert len(results) == args.n and usage.retries == 0, usage
+    return _figures(
+        "openai backend over HTTP (loopback latency server, cache off)", args, measured, cpu
+    )
+
+
+SECTIONS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [bench_floor, bench_openai_http]
+
+
+def _print(fig: dict[str, Any]) -> None:
+    print(f"== {fig['section']}")
+    print(f"   N={fig['n']} concurrency={fig['concurrency']} latency={fig['latency_s']:g} s")
+    print(f"   ideal time      {fig['ideal_s']:.3f} s  (N x latency / concurrency)")
+    print(f"   measured time   {fig['measured_s']:.3f} s  ({fig['requests_per_s']:.0f} req/s)")
+    print(f"   ratio           {fig['ratio']:.3f}")
+    print(f"   client overhead {fig['overhead_pct']:.1f} %  (target < 10 %)")
+    print(f"   client CPU      {fig['client_cpu_ms_per_request']:.3f} ms per request")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--latency", type=float, default=0.1, help="seconds per request (> 0)")
+    ap.add_argument("--json", action="store_true", help="print the figures as JSON lines")
+    args = ap.parse_args(argv)
+    if args.latency <= 0:
+        ap.error("--latency must be > 0: the ideal time is N x latency / concurrency")
+    for section in SECTIONS:
+        fig = section(args)
+        if args.json:
+            print(json.dumps(fig))
+        else:
+            _print(fig)
+
+
+if __name__ == "__main__":
+    main()
