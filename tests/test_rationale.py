@@ -1,0 +1,111 @@
+"""Verification, resampling, rationalization and resume of the rationale stage.
+
+Driven through our real OpenAI client against the loopback test server, whose
+answers are a pure function of the prompt (tests/fakes/fault_server.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from fakes.fault_server import FaultServer, expected_answer
+from undo.config import TeacherConfig
+from undo.tasks.base import Record
+from undo.teacher.base import Usage
+from undo.teacher.cache import CachedTeacher, CompletionCache
+from undo.teacher.openai_backend import OpenAIBackend
+from undo.teacher.prompts import leaks_hint, render
+from undo.teacher.rationale import TeachItem, _messages, generate_rationales
+
+
+@pytest.fixture
+def server():
+    s = FaultServer().start()
+    yield s
+    s.stop()
+
+
+def teacher_for(url: str, tmp_path, **kw) -> tuple[CachedTeacher, TeacherConfig]:
+    cfg = TeacherConfig(backend="openai", model="test-model", base_url=url, max_retries=2,
+                        max_attempts=2, rationalize=True, **kw)
+    backend = OpenAIBackend(cfg, backoff_base=0.01, backoff_max=0.05)
+    return CachedTeacher(backend, CompletionCache(tmp_path / "cache.sqlite")), cfg
+
+
+def answer_of(messages) -> str:
+    return re.search(r"The answer is (\d+)\.", expected_answer(messages)).group(1)
+
+
+def test_verified_failed_and_rationalized_are_recorded(server, tmp_path):
+    # the hint template leaves the gold out, so the server's answer to it is knowable up front
+    hint = tmp_path / "rationalize.j2"
+    hint.write_text("{{ question }} Work through the quantities one at a time and show each step.")
+    teacher, cfg = teacher_for(server.url, tmp_path, prompts={"rationalize": str(hint)})
+    solvable = Record("q1", "How many apples are in 2 baskets of 3?", "0", "number")
+    solvable.answer = answer_of(_messages(TeachItem(solvable), "explain", cfg, []))
+    hinted = Record("q2", "What is seven times six?", "0", "number")
+    hinted.answer = answer_of(_messages(TeachItem(hinted), "rationalize", cfg, []))
+    hopeless = Record("q3", "What is the meaning of life?", "-1", "number")
+    out = tmp_path / "r.jsonl"
+    usage = Usage()
+    rows = generate_rationales([TeachItem(r) for r in (solvable, hinted, hopeless)], teacher, cfg,
+                               out, usage)
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["q1"]["verdict"] == "verified" and len(by_id["q1"]["attempts"]) == 1
+    # attempt 0 greedy, attempt 1 sampled (a distinct cache entry), then the hint
+    assert by_id["q2"]["verdict"] == "rationalized", by_id["q2"]["attempts"][-1]
+    assert [a["mode"] for a in by_id["q2"]["attempts"]] == ["explain", "explain", "rationalize"]
+    assert by_id["q3"]["verdict"] == "failed" and by_id["q3"]["reason"] == "wrong_answer"
+    assert by_id["q3"]["rationale"] is None
+    assert len(by_id["q3"]["attempts"]) == 3
+    assert usage.requests == 1 + 3 + 3
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["q1", "q2", "q3"]
+
+
+def test_resume_makes_no_teacher_call(server, tmp_path):
+    teacher, cfg = teacher_for(server.url, tmp_path)
+    recs = [Record(f"q{i}", f"Question number {i}?", "5", "number") for i in range(6)]
+    out = tmp_path / "r.jsonl"
+    generate_rationales([TeachItem(r) for r in recs[:3]], teacher, cfg, out, Usage())
+    calls = server.chat_calls
+    # the same questions again, plus new ones: only the new ones reach the server
+    rows = generate_rationales([TeachItem(r) for r in recs], teacher, cfg, out, Usage())
+    assert [r["id"] for r in rows] == [r.id for r in recs]
+    assert server.chat_calls - calls == 3 * 3
+    # a fresh output file (rows lost) is rebuilt from the cache alone
+    out.unlink()
+    calls = server.chat_calls
+    usage = Usage()
+    generate_rationales([TeachItem(r) for r in recs], teacher, cfg, out, usage)
+    assert server.chat_calls == calls and usage.cached == 18 and usage.requests == 0
+
+
+def test_refine_prompt_carries_the_feedback():
+    text = render(
+        "refine", {}, question="Q?", gold="4", answer_format="the final number only",
+        previous_rationale="2+2=4. The answer is 4.", history=[],
+        student_attempt="2*3=6. The answer is 6.",
+        profile={"accuracy_history": "iteration 0: 10%",
+                 "errors": [{"question": "V?", "predicted": "3", "correct": False}]},
+    )
+    for needle in ("Q?", "Correct answer: 4", "2+2=4", "2*3=6", "iteration 0: 10%",
+                   "V? -> it said 3 (wrong)", "The answer is X."):
+        assert needle in text
+
+
+def test_prompt_override_by_path(tmp_path):
+    p = tmp_path / "mine.j2"
+    p.write_text("Custom: {{ question }}")
+    assert render("explain", {"explain": str(p)}, question="Q", examples=[],
+                  answer_format="x") == "Custom: Q"
+
+
+def test_hint_leaks_are_rejected():
+    assert leaks_hint("As given, the answer is 7. The answer is 7.")
+    assert leaks_hint("The answer is 7.")
+    assert not leaks_hint(
+        "Tom has 3 bags with 2 apples each, so he has 3 * 2 = 6 apples. He buys one more, "
+        "so 6 + 1 = 7. The answer is 7.")
