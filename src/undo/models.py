@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,11 +135,49 @@ def offline_gguf(name: str) -> Path:
     return _verified(target, m)
 
 
+def offline_folder(name: str) -> Path:
+    """The offline model as a plain transformers folder, converted once from verified GGUF.
+
+    De-quantizing GGUF costs 25-60 s per load here; a safetensors folder loads in
+    seconds and works with every tool (PEFT, TRL, vLLM). The stamp ties the folder
+    to the digest it was made from, so other bytes never sneak in.
+    """
+    m = OFFLINE_MODELS[name]
+    gguf = offline_gguf(name)
+    folder = model_cache_dir() / m.name / "hf"
+    stamp = folder / "undo_source_sha256.txt"
+    if stamp.exists() and stamp.read_text().strip() == m.sha256:
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"undo: converting {m.name} from GGUF once (cached in {folder})", file=sys.stderr)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    _drop_quantization(model)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".hf-"))
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "undo_source_sha256.txt").write_text(m.sha256 + "\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return folder
+
+
+def _drop_quantization(model: Any) -> None:
+    # GGUF-loaded configs carry a quantization_config that blocks save_pretrained
+    # and PEFT merges; the tensors are already de-quantized, so drop it.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.is_quantized = False
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     """A built-in offline name, a saved undo student folder, a local folder, or a hub id."""
     if spec in OFFLINE_MODELS:
-        path = offline_gguf(spec)
-        return ResolvedModel(spec=spec, path=str(path.parent), gguf_file=path.name)
+        return ResolvedModel(spec=spec, path=str(offline_folder(spec)))
     p = Path(spec)
     if p.is_dir():
         base_file = p / "undo_base.txt"  # written by student.train next to a LoRA adapter
@@ -154,7 +194,8 @@ def resolve_model(spec: str) -> ResolvedModel:
         return ResolvedModel(spec=spec, path=spec)  # a hub id; from_pretrained fetches it
     known = ", ".join(OFFLINE_MODELS)
     raise UserError(
-        f"model '{spec}' is neither a local folder, a hub id (org/name), nor an offline name ({known})"
+        f"model '{spec}' is neither a local folder, a hub id (org/name), "
+        f"nor an offline name ({known})"
     )
 
 
@@ -184,7 +225,8 @@ def load_tokenizer(resolved: ResolvedModel) -> Any:
     from transformers import AutoTokenizer
 
     kw: dict[str, Any] = {"gguf_file": resolved.gguf_file} if resolved.gguf_file else {}
-    src = resolved.adapter if resolved.adapter and _has_tokenizer(resolved.adapter) else resolved.path
+    has_own = resolved.adapter and _has_tokenizer(resolved.adapter)
+    src = resolved.adapter if has_own else resolved.path
     if src == resolved.adapter:
         kw = {}
     try:
@@ -218,12 +260,7 @@ def load_model(
     except OSError as e:
         raise UserError(f"cannot load model '{resolved.spec}': {e}") from None
     if resolved.gguf_file:
-        # GGUF-loaded configs carry a quantization_config that blocks save_pretrained
-        # and PEFT merges; the tensors are already de-quantized, so drop it.
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
-        model.hf_quantizer = None
-        model.is_quantized = False
+        _drop_quantization(model)
     if resolved.adapter:
         from peft import PeftModel
 
