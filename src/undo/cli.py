@@ -79,7 +79,8 @@ def grade(
 
     Example: undo grade outputs.jsonl --answer-type number --details
     """
-    from undo.grading import GRADERS, grade as grade_one
+    from undo.grading import GRADERS
+    from undo.grading import grade as grade_one
     from undo.tasks.readers import field, read_rows
 
     if answer_type not in GRADERS:
@@ -197,7 +198,7 @@ def train(
     Rows need `question` and `rationale` (rows with rationale null are skipped).
     Example: undo train --data r.jsonl --out students/s1 student.model=smollm2-135m-instruct train.epochs=2
     """
-    from undo.student.cli_support import train_from_file
+    from undo.student.fit import train_from_file
 
     cfg = _config(config, overrides, **{"train.launcher": launcher,
                                          "train.num_processes": num_processes})

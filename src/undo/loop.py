@@ -145,7 +145,8 @@ class UndoRun:
         return {a["id"]: a for a in read_jsonl(path)}
 
     def train(self, k: int | str, rows: list[dict[str, Any]], init_from: str) -> dict[str, Any]:
-        from undo.student.train import make_example, train_student
+        from undo.student.fit import fit
+        from undo.student.train import make_example
 
         out_dir = self.store.path(k, "student")
         if self.store.done(k, "train"):
@@ -156,16 +157,15 @@ class UndoRun:
             raise UserError(f"iteration {k}: no verified rationale to train on "
                             "(see rationales.jsonl for why each question failed)")
         self._student = None  # training needs the memory more than the cached student
-        train_cfg = self.cfg.train
-        if self.cfg.train.match_steps_of:
-            train_cfg = train_cfg.model_copy(update={"max_steps": matched_steps(
-                Path(self.cfg.train.match_steps_of))})
+        cfg = self.cfg
+        if cfg.train.match_steps_of:
+            steps = matched_steps(Path(cfg.train.match_steps_of))
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+                update={"max_steps": steps})})
         display.info(f"iter {k}: training on {len(examples)} examples")
-        result = train_student(examples, out_dir, self.cfg.student, train_cfg,
-                               seed=self.cfg.train_seed(), init_from=init_from)
+        fit(examples, out_dir, cfg, init_from)
         self.store.mark_done(k, "train")
-        return read_json(out_dir / "train_result.json") if (out_dir / "train_result.json").exists() \
-            else dict(result.__dict__)
+        return read_json(out_dir / "train_result.json")
 
     # ---- history helpers -----------------------------------------------------------
 
