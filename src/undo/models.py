@@ -63,8 +63,12 @@ class ResolvedModel:
 
 
 def model_cache_dir() -> Path:
-    if os.environ.get("UNDO_CACHE_DIR"):
-        return Path(os.environ["UNDO_CACHE_DIR"]) / "models"
+    """Converted offline models: $UNDO_MODEL_DIR, else $XDG_CACHE_HOME/undo/models.
+
+    Kept apart from the completion cache ($UNDO_CACHE_DIR) so that a fresh
+    completion cache does not mean converting the models again."""
+    if os.environ.get("UNDO_MODEL_DIR"):
+        return Path(os.environ["UNDO_MODEL_DIR"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "undo" / "models"
 

@@ -1,0 +1,67 @@
+"""Mixing policies, feedback construction and the paired comparison (no models)."""
+
+from __future__ import annotations
+
+from undo.feedback import refine_items, student_profile
+from undo.mixing import mix_training_set
+from undo.report import paired_bootstrap
+from undo.tasks.base import Record
+
+TRAIN = [Record(f"q{i}", f"Question {i}?", str(i), "number") for i in range(4)]
+# q0 solved by the student, q1-q3 failed
+ATTEMPTS = {
+    "q0": {"id": "q0", "correct": True, "output": "0+0=0. The answer is 0."},
+    "q1": {"id": "q1", "correct": False, "output": "The answer is 7."},
+    "q2": {"id": "q2", "correct": False, "output": "I think 9. The answer is 9."},
+    "q3": {"id": "q3", "correct": False, "output": ""},
+}
+REFINED = {"q1": {"rationale": "refined 1. The answer is 1."}, "q2": {"rationale": None}}
+LATEST = {"q0": "teacher 0", "q1": "teacher 1", "q2": "teacher 2"}  # q3: never verified
+
+
+def test_mix_uses_student_traces_refinements_then_last_teacher_rationale():
+    rows, counts = mix_training_set("mix", 1, TRAIN, ATTEMPTS, REFINED, LATEST, [])
+    by_id = {r["id"]: r for r in rows}
+    assert by_id["q0"]["source"] == "student" and by_id["q0"]["rationale"].startswith("0+0")
+    assert by_id["q1"]["source"] == "refined"
+    assert by_id["q2"]["source"] == "teacher" and by_id["q2"]["rationale"] == "teacher 2"
+    assert "q3" not in by_id
+    assert counts == {"student": 1, "refined": 1, "teacher": 1, "none": 1}
+
+
+def test_replace_uses_teacher_traces_only():
+    rows, _ = mix_training_set("replace", 1, TRAIN, ATTEMPTS, REFINED, LATEST, [])
+    assert [(r["id"], r["source"]) for r in rows] == [("q0", "teacher"), ("q1", "refined"),
+                                                      ("q2", "teacher")]
+
+
+def test_accumulate_appends_refinements_to_the_previous_set():
+    prev = [{"id": "q0", "rationale": "old 0", "source": "teacher", "iteration": 0}]
+    rows, _ = mix_training_set("accumulate", 2, TRAIN, ATTEMPTS, REFINED, LATEST, prev)
+    assert [(r["id"], r["source"]) for r in rows] == [("q0", "teacher"), ("q1", "refined")]
+
+
+def test_refine_items_carry_feedback_for_wrong_questions_only():
+    history = {"q1": [{"iteration": 0, "rationale": "t0"}, {"iteration": 1, "rationale": "t1"}]}
+    profile = student_profile([(0, 0.1), (1, 0.2)], [
+        {"question": "v1", "predicted": "3", "correct": False},
+        {"question": "v2", "predicted": "4", "correct": True},
+    ], shown=2, seed=0)
+    items = refine_items(TRAIN, ATTEMPTS, history, profile, show_history=True)
+    assert [it.record.id for it in items] == ["q1", "q2", "q3"]
+    q1 = items[0].context
+    assert q1["previous_rationale"] == "t1" and q1["history"] == [{"iteration": 0, "rationale": "t0"}]
+    assert q1["student_attempt"] == "The answer is 7."
+    assert items[2].context["student_attempt"] == "(no answer)"
+    assert items[1].context["previous_rationale"] is None
+    assert profile["accuracy_history"] == "iteration 0: 10%, iteration 1: 20%"
+    assert [e["question"] for e in profile["errors"]] == ["v1", "v2"]
+
+
+def test_paired_bootstrap_interval():
+    a = [False] * 50 + [True] * 50
+    b = [True] * 80 + [False] * 20
+    d, lo, hi = paired_bootstrap(a, b, n_boot=2000)
+    assert abs(d - 0.3) < 1e-9 and lo < d < hi and lo > 0
+    d0, lo0, hi0 = paired_bootstrap(a, a, n_boot=500)
+    assert d0 == lo0 == hi0 == 0
