@@ -160,6 +160,7 @@ def offline_folder(name: str) -> Path:
     tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".hf-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; other users of a shared cache may read it
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
     (tmp / "undo_source_sha256.txt").write_text(m.sha256 + "\n")
