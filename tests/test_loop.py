@@ -26,9 +26,9 @@ SVAMP = ROOT.parent / "shared" / "data" / "svamp"
 
 TINY = [
     f"task.source={SVAMP}",
-    "splits.train=4", "splits.val=3", "splits.test=3",
-    "teacher.max_attempts=1", "teacher.max_tokens=128", "teacher.batch_size=8",
-    "student.max_new_tokens=64",
+    "splits.train=6", "splits.val=3", "splits.test=3",
+    "teacher.max_attempts=1", "teacher.max_tokens=320", "teacher.batch_size=8",
+    "student.max_new_tokens=96",
     "train.max_steps=2", "train.batch_size=2", "train.max_seq_len=384", "train.logging_steps=1",
     "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2",
 ]

@@ -56,9 +56,11 @@ def _sampling(cfg: TeacherConfig, attempt: int) -> SamplingParams:
 
 def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str]:
     """(accepted, reason). The reason names why a rejected attempt failed."""
+    if finish == "length":  # cut off: whatever number it ends on is not a finished argument
+        return False, "truncated"
     verdict = item.record.grade(text)
     if verdict.predicted is None:
-        return False, "truncated" if finish == "length" else "unparsed"
+        return False, "unparsed"
     if not verdict.correct:
         return False, "wrong_answer"
     if mode in ("refine", "rationalize") and leaks_hint(text):
