@@ -248,12 +248,13 @@ def transfer(
 
 @app.command(name="compare")
 def compare_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="run folders; the first is the reference")],
+    runs: Annotated[list[str], typer.Argument(
+        help="run folders (RUN@K: iteration K, RUN@base); the first is the reference")],
     n_boot: Annotated[int, typer.Option("--n-boot")] = 10_000,
 ) -> None:
     """Test accuracies side by side, with a paired bootstrap 95% CI of each run minus the first.
 
-    Example: undo compare runs/svamp-oneshot runs/svamp-undo
+    Example: undo compare runs/svamp-undo@0 runs/svamp-undo@base runs/svamp-undo
     """
     from undo.report import compare
 

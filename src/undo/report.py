@@ -95,9 +95,15 @@ def write_report(run_dir: Path) -> Path:
 # ---- comparisons -------------------------------------------------------------------
 
 
-def test_attempts(run: Path, iteration: str | int | None = None) -> tuple[str, dict[str, bool]]:
-    """(label, id -> correct) for a run's best (or given) iteration, or a transfer folder."""
-    run = Path(run)
+def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[str, dict[str, bool]]:
+    """(label, id -> correct) for a run's best (or given) iteration, or a transfer folder.
+
+    `RUN@K` names iteration K of a run (`RUN@base`: the untrained student)."""
+    text = str(run)
+    if "@" in text and iteration is None:
+        text, _, k = text.rpartition("@")
+        iteration = int(k) if k.isdigit() else k
+    run = Path(text)
     if (run / "metrics.json").exists() and (run / "attempts_test.jsonl").exists():
         label, path = run.name, run / "attempts_test.jsonl"  # a transfer / single-stage folder
     else:
@@ -124,7 +130,7 @@ def paired_bootstrap(a: list[bool], b: list[bool], n_boot: int = 10_000,
     return float(diffs.mean()), float(lo), float(hi)
 
 
-def compare(runs: list[Path], n_boot: int = 10_000) -> list[dict[str, Any]]:
+def compare(runs: list[Path | str], n_boot: int = 10_000) -> list[dict[str, Any]]:
     """Test accuracy of each run, and each run minus the first with a paired 95% CI."""
     loaded = [test_attempts(r) for r in runs]
     base_label, base = loaded[0]
