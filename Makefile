@@ -30,7 +30,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) bench/teacher_client.py
+	$(PY) bench/teacher_client.py --inprocess
 	$(PY) bench/student.py
 
 quality: $(STAMP)

@@ -174,11 +174,43 @@ def bench_openai_http(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+def bench_inprocess(args: argparse.Namespace) -> dict[str, Any]:
+    """Aggregate tokens/s of the in-process (transformers) teacher at batch 1 vs batch 16."""
+    from undo.config import TeacherConfig
+    from undo.teacher.base import SamplingParams
+    from undo.teacher.transformers_backend import TransformersBackend
+
+    backend = TransformersBackend(TeacherConfig(model=args.teacher))
+    t0 = time.perf_counter()
+    backend.health_check()  # loads the model
+    load_s = time.perf_counter() - t0
+    sp = SamplingParams(temperature=0.0, max_tokens=args.new_tokens)
+    questions = [f"A shop sells {i + 3} boxes with {i + 7} pens each. How many pens? Think step by step."
+                 for i in range(16)]
+    out: dict[str, Any] = {"section": "in-process teacher (transformers)", "model": args.teacher,
+                           "load_s": round(load_s, 1), "new_tokens": args.new_tokens}
+    for batch, n in ((1, args.batch1_prompts), (16, 16)):
+        backend.cfg.batch_size = batch
+        reqs = [Request([{"role": "user", "content": q}], sp) for q in questions[:n]]
+        usage = Usage()
+        t0 = time.perf_counter()
+        backend.complete(reqs, usage)
+        dt = time.perf_counter() - t0
+        out[f"batch{batch}_tokens_per_s"] = round(usage.completion_tokens / dt, 1)
+    out["ratio_16_vs_1"] = round(out["batch16_tokens_per_s"] / out["batch1_tokens_per_s"], 2)
+    return out
+
+
 SECTIONS: list[Callable[[argparse.Namespace], dict[str, Any]]] = [bench_floor, bench_openai_http]
 
 
 def _print(fig: dict[str, Any]) -> None:
     print(f"== {fig['section']}")
+    if "ratio_16_vs_1" in fig:
+        print(f"   model {fig['model']}, load {fig['load_s']} s, up to {fig['new_tokens']} new tokens")
+        print(f"   batch 1   {fig['batch1_tokens_per_s']} tokens/s")
+        print(f"   batch 16  {fig['batch16_tokens_per_s']} tokens/s  ({fig['ratio_16_vs_1']}x batch 1)")
+        return
     print(f"   N={fig['n']} concurrency={fig['concurrency']} latency={fig['latency_s']:g} s")
     print(f"   ideal time      {fig['ideal_s']:.3f} s  (N x latency / concurrency)")
     print(f"   measured time   {fig['measured_s']:.3f} s  ({fig['requests_per_s']:.0f} req/s)")
@@ -193,10 +225,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--latency", type=float, default=0.1, help="seconds per request (> 0)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON lines")
+    ap.add_argument("--inprocess", action="store_true",
+                    help="also measure the in-process teacher at batch 1 vs 16 (loads the model)")
+    ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--batch1-prompts", type=int, default=4)
     args = ap.parse_args(argv)
     if args.latency <= 0:
         ap.error("--latency must be > 0: the ideal time is N x latency / concurrency")
-    for section in SECTIONS:
+    for section in SECTIONS + ([bench_inprocess] if args.inprocess else []):
         fig = section(args)
         if args.json:
             print(json.dumps(fig))
