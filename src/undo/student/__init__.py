@@ -1,0 +1,1 @@
+"""The student: SFT/LoRA training (train), batched inference (generate), evaluation."""

@@ -1,0 +1,326 @@
+"""Batched chat generation for student evaluation and the in-process teacher.
+
+A hand-written decode loop rather than `model.generate`: a row that has finished
+(end token, or a complete "The answer is X." line) is dropped from the batch and
+its KV cache at once, so it stops costing compute. With `generate` a batch pays
+for its longest row at full width until the very end; here the width shrinks.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from undo.errors import UserError
+
+# A complete answer line: its closing period followed by whitespace, or a newline
+# after "The answer is ...". A period at the very end of the text is not enough:
+# "The answer is 3." may still become "The answer is 3.5.".
+ANSWER_DONE = re.compile(r"[Tt]he answer is (?:[^\n]*?\.(?=\s)|[^\n]*?(?=\n))")
+_TAIL_TOKENS = 48  # an answer line is far shorter; decoding only the tail keeps the check cheap
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end token) | "length" | "answer" (answer line complete)
+
+
+def load_student(spec: str, cfg: Any) -> tuple[Any, Any]:
+    """(model, tokenizer) of a model spec or saved student folder, in eval mode.
+
+    `cfg` is a StudentConfig (device, dtype are used).
+    """
+    from undo.models import load_model, load_tokenizer, resolve_model
+
+    resolved = resolve_model(spec)
+    model = load_model(resolved, device=cfg.device, dtype=cfg.dtype)
+    model.eval()
+    return model, load_tokenizer(resolved)
+
+
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """End-of-turn ids: the tokenizer's eos, <|im_end|> where it exists, the model's eos."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    for tok in ("<|im_end|>", "<|eot_id|>", "<|endoftext|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(tok)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
+            ids.add(tid)
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(gen_eos, int):
+        ids.add(gen_eos)
+    elif gen_eos:
+        ids.update(int(i) for i in gen_eos)
+    return ids
+
+
+def encode_chats(tokenizer: Any, conversations: list[list[dict]]) -> list[list[int]]:
+    """Prompt token ids: chat template with the assistant turn opened."""
+    out = []
+    for conv in conversations:
+        text = tokenizer.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
+        # the template already wrote any BOS; adding special tokens again would double it
+        out.append(tokenizer(text, add_special_tokens=False)["input_ids"])
+    return out
+
+
+def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
+    import torch
+
+    if temperature <= 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(dim=-1, descending=True)
+        # keep the smallest prefix whose mass reaches top_p (the top token always stays)
+        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
+        sorted_p = sorted_p.masked_fill(drop, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _cut_at_answer(text: str) -> str:
+    m = ANSWER_DONE.search(text)
+    return text[: m.end()].rstrip() if m else text
+
+
+# Below this many shared tokens, a separate prefix pass costs more than it saves.
+_MIN_SHARED_PREFIX = 8
+
+
+def _shared_prefix(prompts: list[list[int]]) -> int:
+    """Tokens every prompt starts with (system prompt, chat header, few-shot block),
+    leaving each prompt at least one token of its own."""
+    first, n = prompts[0], min(len(p) for p in prompts) - 1
+    for p in prompts[1:]:
+        i = 0
+        while i < n and p[i] == first[i]:
+            i += 1
+        n = i
+    return n if len(prompts) > 1 and n >= _MIN_SHARED_PREFIX else 0
+
+
+def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> tuple[Any, Any, Any]:
+    """Run the prompts into `cache`; return (last logits, attention mask, last positions).
+
+    A prefix shared by every prompt runs once at batch 1 and its cache is copied to
+    each row; the rest is left-padded after it. Pads sit in the middle then, which
+    the mask hides and the positions (mask cumsum) skip, so each row sees exactly
+    its own prompt.
+    """
+    import torch
+
+    device = model.device
+    shared = _shared_prefix(prompts)
+    if shared:
+        model(
+            input_ids=torch.tensor([prompts[0][:shared]], device=device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.batch_repeat_interleave(len(prompts))
+    rests = [p[shared:] for p in prompts]
+    width = max(len(r) for r in rests)
+    input_ids = torch.full((len(rests), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rests), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for i, r in enumerate(rests):  # left padding: every row's next token lands in the same column
+        input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, shared + width - len(r) :] = 1
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, shared:]
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,  # the prompt's other logits would be vocab x length of waste
+    ).logits[:, -1, :]
+    return logits, mask, positions[:, -1]
+
+
+def _generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    temperature: float,
+    top_p: float,
+    stop_at_answer: bool,
+    stop_ids: set[int],
+    generator: Any,
+) -> list[Generation]:
+    import torch
+    from transformers import DynamicCache
+
+    device = model.device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rows = list(range(len(prompts)))  # original row of each live batch slot
+    out_ids: list[list[int]] = [[] for _ in prompts]
+    finish: list[str] = ["length"] * len(prompts)
+    cache = DynamicCache(config=model.config)
+    stop = torch.tensor(sorted(stop_ids), device=device)
+
+    with torch.inference_mode():
+        logits, mask, last_pos = _prefill(model, prompts, pad_id, cache)
+        for step in range(max_new_tokens):
+            nxt = _sample(logits, temperature, top_p, generator)
+            is_stop = torch.isin(nxt, stop).tolist() if len(stop) else [False] * len(rows)
+            keep: list[int] = []
+            for slot, (row, tok, ended) in enumerate(zip(rows, nxt.tolist(), is_stop, strict=True)):
+                out_ids[row].append(tok)
+                if ended:
+                    finish[row] = "stop"
+                elif stop_at_answer and ANSWER_DONE.search(
+                    tokenizer.decode(out_ids[row][-_TAIL_TOKENS:], skip_special_tokens=True)
+                ):
+                    finish[row] = "answer"
+                else:
+                    keep.append(slot)
+            if not keep or step == max_new_tokens - 1:
+                break
+            if len(keep) < len(rows):  # drop finished rows, cache included
+                idx = torch.tensor(keep, device=device)
+                cache.reorder_cache(idx)
+                mask, nxt, last_pos = mask[idx], nxt[idx], last_pos[idx]
+                rows = [rows[s] for s in keep]
+            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
+            last_pos = last_pos + 1
+            logits = model(
+                input_ids=nxt[:, None],
+                attention_mask=mask,
+                position_ids=last_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits[:, -1, :]
+
+    results = []
+    for i, p in enumerate(prompts):
+        text = tokenizer.decode(out_ids[i], skip_special_tokens=True)
+        if finish[i] == "answer":
+            text = _cut_at_answer(text)
+        results.append(Generation(text.strip(), len(p), len(out_ids[i]), finish[i]))
+    return results
+
+
+def generate_chat(
+    model: Any,
+    tokenizer: Any,
+    conversations: list[list[dict]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    batch_size: int = 16,
+    stop_at_answer: bool = True,
+    seed: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    *,
+    ignore_eos: bool = False,
+) -> list[Generation]:
+    """One assistant reply per conversation, in the order given.
+
+    Greedy when temperature == 0, else sampling; with a seed, each batch gets its
+    own generator seeded from (seed, batch number), so a rerun with the same
+    inputs and batch size is identical. `progress(n)` is called after each batch
+    with the number of conversations it finished. `ignore_eos` (benchmarks only)
+    runs every row to max_new_tokens.
+    """
+    import torch
+
+    if not conversations:
+        return []
+    if batch_size < 1 or max_new_tokens < 1:
+        raise UserError("generation needs batch_size >= 1 and max_new_tokens >= 1")
+    prompts = encode_chats(tokenizer, conversations)
+    # longest first: similar lengths share a batch (little padding), and a batch
+    # that does not fit in memory fails at once rather than at the end
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    stops = set() if ignore_eos else stop_token_ids(model, tokenizer)
+    results: list[Generation | None] = [None] * len(prompts)
+    was_training = model.training
+    model.eval()
+    try:
+        for b, start in enumerate(range(0, len(order), batch_size)):
+            chunk = order[start : start + batch_size]
+            gen = None
+            if seed is not None and temperature > 0:
+                gen = torch.Generator(device=model.device).manual_seed(seed * 100_003 + b)
+            outs = _generate_batch(
+                model,
+                tokenizer,
+                [prompts[i] for i in chunk],
+                max_new_tokens,
+                temperature,
+                top_p,
+                stop_at_answer and not ignore_eos,
+                stops,
+                gen,
+            )
+            for i, g in zip(chunk, outs, strict=True):
+                results[i] = g
+            if progress:
+                progress(len(chunk))
+    finally:
+        model.train(was_training)
+    return [r for r in results if r is not None]
+
+
+def generate_chat_vllm(
+    model_spec: str,
+    conversations: list[list[dict]],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    stop_at_answer: bool = True,
+    seed: int | None = None,
+    llm: Any = None,
+) -> list[Generation]:
+    """The same contract on vLLM (GPU). A saved LoRA student runs as a LoRARequest.
+
+    vLLM schedules its own batches; `stop_at_answer` is applied to the text after
+    the fact (vLLM stop strings cannot express the answer-line rule), so it saves
+    no compute there. Pass `llm` to reuse an engine across calls.
+    """
+    try:
+        from vllm import LLM, SamplingParams
+        from vllm.lora.request import LoRARequest
+    except ImportError:
+        raise UserError(
+            "the vllm student backend needs vLLM: pip install undo-distill[vllm]"
+        ) from None
+    import json
+    from pathlib import Path
+
+    from undo.models import resolve_model
+
+    resolved = resolve_model(model_spec)
+    base = str(Path(resolved.path) / resolved.gguf_file) if resolved.gguf_file else resolved.path
+    lora = LoRARequest("student", 1, resolved.adapter) if resolved.adapter else None
+    if llm is None:
+        kw: dict[str, Any] = {"model": base, "seed": seed or 0}
+        if resolved.adapter:
+            cfg = json.loads((Path(resolved.adapter) / "adapter_config.json").read_text())
+            kw.update(enable_lora=True, max_lora_rank=max(16, int(cfg["r"])))
+        llm = LLM(**kw)
+    params = SamplingParams(
+        temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed
+    )
+    outputs = llm.chat(
+        conversations, sampling_params=params, lora_request=lora, use_tqdm=False
+    )
+    results = []
+    for out in outputs:
+        c = out.outputs[0]
+        text, reason = c.text, c.finish_reason or "stop"
+        if stop_at_answer and (m := ANSWER_DONE.search(text)):
+            text, reason = text[: m.end()], "answer"
+        results.append(Generation(text.strip(), len(out.prompt_token_ids or []), len(c.token_ids), reason))
+    return results

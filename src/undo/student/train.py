@@ -1,0 +1,411 @@
+"""Supervised fine-tuning of the student on rationales (TRL SFTTrainer, optional LoRA).
+
+A training example is one JSON object:
+
+    {"id": "svamp-12", "prompt": "<the user message>", "completion": "<rationale + answer line>"}
+
+`prompt` may also be a list of chat messages (e.g. with a system turn). It becomes
+TRL's conversational prompt-completion format, so the loss covers the assistant
+turn only: the rationale, its answer line and the end-of-turn token.
+
+The student folder is written to a temporary sibling and renamed into place, so a
+killed training never leaves a half-written student behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from undo.config import StudentConfig, TrainConfig
+from undo.errors import UserError
+from undo.tasks.base import Record, student_messages
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float | None
+    first_loss: float | None
+    losses: list[float]  # one per logging step
+    loss_steps: list[int]
+    tokens_per_s: float  # all tokens the model read (prompt + completion), all processes
+    wall_s: float  # load + train + save
+    train_s: float  # the optimisation loop alone
+    dropped: list[str]  # ids of examples longer than max_seq_len (not trained on)
+    n_examples: int  # examples trained on
+    num_tokens: int
+    num_processes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def make_example(record: Record, rationale: str) -> dict[str, Any]:
+    """A training example: the exact user message the student sees, then the rationale."""
+    return {
+        "id": record.id,
+        "prompt": student_messages(record)[0]["content"],
+        "completion": rationale.strip(),
+    }
+
+
+def _conversation(example: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    try:
+        prompt, completion = example["prompt"], example["completion"]
+    except KeyError as e:
+        raise UserError(f"training example {example.get('id', '?')}: missing key {e}") from None
+    msgs = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return {"prompt": msgs, "completion": [{"role": "assistant", "content": completion}]}
+
+
+def _token_length(tokenizer: Any, conv: dict[str, list[dict[str, str]]]) -> int:
+    # the same call TRL makes, so our count is its count
+    ids = tokenizer.apply_chat_template(
+        conv["prompt"] + conv["completion"], tokenize=True, return_dict=True
+    )["input_ids"]
+    return len(ids)
+
+
+@dataclass
+class _Init:
+    model: Any
+    tokenizer: Any
+    peft_config: Any  # a fresh LoRA to add, or None
+    base_spec: str | None  # what undo_base.txt records (LoRA students only)
+
+
+def _spec_for_file(spec: str) -> str:
+    """A local folder is recorded as an absolute path: a relative one breaks from another cwd."""
+    return str(Path(spec).resolve()) if Path(spec).exists() else spec
+
+
+def _load_init(init_spec: str, student: StudentConfig, device: str) -> _Init:
+    from undo.models import load_model, load_tokenizer, resolve_model
+
+    resolved = resolve_model(init_spec)
+    # Full fine-tuning keeps fp32 master weights (bf16 autocast does the speed-up);
+    # a frozen LoRA base may sit in bf16 on a GPU that supports it.
+    dtype = student.dtype
+    if dtype is None:
+        dtype = "float32"
+        if student.lora is not None and device == "cuda":
+            import torch
+
+            dtype = "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    tokenizer = load_tokenizer(resolved)
+    if resolved.adapter and student.lora is not None:
+        # `continue`: keep training the saved adapter (its own r/alpha/targets win)
+        model = load_model(resolved, device="cpu", dtype=dtype, trainable_adapter=True)
+        base = (Path(resolved.adapter) / "undo_base.txt").read_text().strip()
+        return _Init(model, tokenizer, None, base)
+    model = load_model(resolved, device="cpu", dtype=dtype)
+    if resolved.adapter:  # full fine-tuning from a LoRA student: fold the adapter in first
+        model = model.merge_and_unload()
+    if student.lora is None:
+        return _Init(model, tokenizer, None, None)
+    from peft import LoraConfig
+
+    lora = student.lora
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    return _Init(model, tokenizer, peft_config, _spec_for_file(init_spec))
+
+
+def _use_bf16(train: TrainConfig, device: str) -> bool:
+    if device != "cuda":
+        return False  # measured slower than fp32 on this kind of CPU (no AMX); never on CPU
+    if train.bf16 is None:
+        import torch
+
+        return bool(torch.cuda.is_bf16_supported()) and not train.fp16
+    return train.bf16
+
+
+def _sft_config(train: TrainConfig, seed: int, output_dir: Path, device: str) -> Any:
+    from trl import SFTConfig
+
+    if not 0 <= train.warmup_ratio < 1:
+        raise UserError(f"train.warmup_ratio must be in [0, 1) (got {train.warmup_ratio})")
+    return SFTConfig(
+        output_dir=str(output_dir),
+        num_train_epochs=train.epochs,
+        max_steps=train.max_steps,
+        learning_rate=train.lr,
+        lr_scheduler_type=train.scheduler,
+        warmup_steps=train.warmup_ratio,  # a float < 1 is a ratio of the total steps
+        weight_decay=train.weight_decay,
+        per_device_train_batch_size=train.batch_size,
+        gradient_accumulation_steps=train.grad_accum,
+        max_length=train.max_seq_len,
+        seed=seed,
+        data_seed=seed,
+        bf16=_use_bf16(train, device),
+        fp16=train.fp16 and device == "cuda",
+        report_to=train.report_to,
+        logging_steps=train.logging_steps,
+        logging_first_step=True,  # first_loss is the loss before any update
+        save_strategy="no",  # the student folder is written once, at the end
+        use_cpu=device == "cpu",
+        disable_tqdm=True,  # our own bar, or silence
+        dataloader_pin_memory=device == "cuda",
+        completion_only_loss=True,
+        **_checkpointing(train.gradient_checkpointing),
+    )
+
+
+def _checkpointing(on: bool) -> dict[str, bool]:
+    """TRL defaults this to True; ours is False. transformers 5.x renamed the field."""
+    from trl import SFTConfig
+
+    if "activation_checkpointing" in SFTConfig.__dataclass_fields__:
+        return {"activation_checkpointing": on}
+    return {"gradient_checkpointing": on}
+
+
+def _progress_callback() -> Any:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        """step/total, loss, tokens/s and ETA on one line (main process only)."""
+
+        def __init__(self) -> None:
+            self.bar: Progress | None = None
+            self.task: Any = None
+            self.start = 0.0
+
+        def on_train_begin(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            if not state.is_world_process_zero:
+                return
+            self.bar = Progress(
+                TextColumn("train"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}  {task.fields[tps]} tok/s"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=state.max_steps, loss="-", tps="-")
+            self.start = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kw):  # type: ignore[no-untyped-def]
+            if self.bar is None or not logs:
+                return
+            fields: dict[str, str] = {}
+            if "loss" in logs:
+                fields["loss"] = f"{logs['loss']:.4f}"
+            if "num_tokens" in logs:
+                elapsed = max(time.perf_counter() - self.start, 1e-9)
+                fields["tps"] = f"{logs['num_tokens'] / elapsed:.0f}"
+            if fields:
+                self.bar.update(self.task, **fields)
+
+        def on_train_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return RichProgress()
+
+
+def _prepare(
+    examples: list[dict[str, Any]], tokenizer: Any, max_seq_len: int
+) -> tuple[list[dict[str, Any]], list[str], int]:
+    """Conversations that fit, the ids of those that do not, and the kept token count."""
+    kept, dropped, tokens = [], [], 0
+    for i, ex in enumerate(examples):
+        conv = _conversation(ex)
+        n = _token_length(tokenizer, conv)
+        if n > max_seq_len:
+            # truncating would cut the answer line off: the student would learn to stop mid-answer
+            dropped.append(str(ex.get("id", i)))
+        else:
+            kept.append(conv)
+            tokens += n
+    return kept, dropped, tokens
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide a deprecation warning transformers raises inside PEFT/TRL on every step:
+    nothing we pass causes it, and it buries the progress bar."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
+
+
+def train_student(
+    examples: list[dict[str, Any]],
+    out_dir: Path,
+    student: StudentConfig,
+    train: TrainConfig,
+    seed: int,
+    init_from: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Fine-tune `init_from` (default: student.model) on `examples`; save to `out_dir`.
+
+    LoRA when student.lora is set, full fine-tuning when it is None. `init_from`
+    may be a previous LoRA student folder: its adapter is trained further. Under
+    torchrun/accelerate every process calls this; only the main one writes.
+    """
+    import datasets
+    from transformers import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    from undo.models import pick_device
+
+    t0 = time.perf_counter()
+    out_dir = Path(out_dir)
+    device = pick_device(student.device)
+    init_spec = init_from or student.model
+    with _quiet():
+        init = _load_init(init_spec, student, device)
+    kept, dropped, _ = _prepare(examples, init.tokenizer, train.max_seq_len)
+    if dropped:
+        log.warning(
+            "%d of %d training examples exceed max_seq_len=%d tokens and are dropped: %s",
+            len(dropped), len(examples), train.max_seq_len, ", ".join(dropped[:20]),
+        )
+    if not kept:
+        raise UserError(
+            f"no training example fits in train.max_seq_len={train.max_seq_len} tokens "
+            f"({len(examples)} given)"
+        )
+
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    if rank0:
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier run's leftovers
+    tmp.mkdir(parents=True, exist_ok=True)
+
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # tokenizing a few hundred rows needs no bar
+    try:
+        args = _sft_config(train, seed, tmp, device)
+        with _quiet():
+            trainer = SFTTrainer(
+                model=init.model,
+                args=args,
+                train_dataset=datasets.Dataset.from_list(kept),
+                processing_class=init.tokenizer,
+                peft_config=init.peft_config,
+            )
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(_progress_callback())
+
+    t1 = time.perf_counter()
+    with _quiet():
+        trainer.train()
+    train_s = time.perf_counter() - t1
+
+    history = trainer.state.log_history
+    logged = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
+    num_tokens = int(max((h.get("num_tokens", 0) for h in history), default=0))
+    result = TrainResult(
+        steps=trainer.state.global_step,
+        final_loss=logged[-1][1] if logged else None,
+        first_loss=logged[0][1] if logged else None,
+        losses=[v for _, v in logged],
+        loss_steps=[s for s, _ in logged],
+        tokens_per_s=num_tokens / train_s if train_s > 0 else 0.0,
+        wall_s=0.0,
+        train_s=train_s,
+        dropped=dropped,
+        n_examples=len(kept),
+        num_tokens=num_tokens,
+        num_processes=trainer.args.world_size,
+    )
+    if trainer.is_world_process_zero():
+        _save(trainer, init, tmp, out_dir, student, train, seed, init_spec, result, t0)
+    result.wall_s = time.perf_counter() - t0
+    return result
+
+
+def _save(
+    trainer: Any,
+    init: _Init,
+    tmp: Path,
+    out_dir: Path,
+    student: StudentConfig,
+    train: TrainConfig,
+    seed: int,
+    init_spec: str,
+    result: TrainResult,
+    t0: float,
+) -> None:
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.save_pretrained(str(tmp))  # adapter only for a PeftModel, full weights otherwise
+    init.tokenizer.save_pretrained(str(tmp))
+    if init.base_spec is not None:
+        (tmp / "undo_base.txt").write_text(init.base_spec + "\n")
+    (tmp / "train_config.json").write_text(
+        json.dumps(
+            {
+                "student": student.model_dump(mode="json"),
+                "train": train.model_dump(mode="json"),
+                "seed": seed,
+                "init_from": _spec_for_file(init_spec),
+            },
+            indent=2,
+        )
+    )
+    result.wall_s = time.perf_counter() - t0
+    (tmp / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    # swap into place: an existing student is moved aside first, so no moment
+    # exists at which out_dir holds a mix of old and new files
+    old = out_dir.parent / f".{out_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if out_dir.exists():
+        os.replace(out_dir, old)
+    os.replace(tmp, out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_examples(path: Path) -> list[dict[str, Any]]:
+    """Training examples from a JSONL file (one example per line)."""
+    rows = []
+    with Path(path).open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}:{n}: not valid JSON: {e.msg}") from None
+    return rows
+

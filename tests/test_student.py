@@ -1,0 +1,378 @@
+"""Student generation, evaluation and training (LoRA, full, continue, 2-process torchrun).
+
+The real offline student (smollm2-135m-instruct, GGUF) is loaded once and saved
+as safetensors into a temp folder; every later load reads that (~1 s, not ~25 s).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+
+from undo.config import LoraConfig, StudentConfig, TrainConfig
+from undo.errors import UserError
+from undo.student.evaluate import evaluate, read_attempts
+from undo.student.generate import ANSWER_DONE, Generation, _cut_at_answer, generate_chat
+from undo.tasks.base import Record
+
+SVAMP = Path("/work/shared/data/svamp/SVAMP.json")
+COPY_PROMPT = "Copy this text exactly: 'The answer is 42. I hope this helps you a lot.'"
+
+
+# ---- fast: no model ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, done",
+    [
+        ("So we get 5. The answer is 5.\n", True),
+        ("The answer is 5. Because", True),
+        ("The answer is 3.", False),  # may still become 3.5
+        ("The answer is 3.5", False),
+        ("The answer is 3.5.\n", True),
+        ("The answer is $5.00. ", True),
+        ("The answer is 72\n", True),
+        ("the answer is (B) library. ", True),
+        ("We compute 3 + 4 = 7. Next", False),
+    ],
+)
+def test_answer_line_detection(text: str, done: bool) -> None:
+    assert bool(ANSWER_DONE.search(text)) is done
+
+
+def test_cut_at_answer_keeps_the_answer_line() -> None:
+    assert _cut_at_answer("We add. The answer is 3.5.\nExtra") == "We add. The answer is 3.5."
+    assert _cut_at_answer("The answer is 72\nmore") == "The answer is 72"
+
+
+def test_read_attempts_drops_a_torn_last_line(tmp_path: Path) -> None:
+    p = tmp_path / "a.jsonl"
+    p.write_text('{"id": "1", "correct": true}\n{"id": "2", "correct": false}\n{"id": "3", "cor')
+    rows = read_attempts(p)
+    assert list(rows) == ["1", "2"]
+    assert p.read_text().endswith("false}\n")  # appending now starts on a clean line
+    p.write_text('{"id": "1"}\n{"id": "2"}')  # complete row, newline lost
+    assert list(read_attempts(p)) == ["1", "2"] and p.read_text().endswith("}\n")
+    p.write_text('{"id": "1"}\nnot json\n{"id": "2"}\n')
+    with pytest.raises(UserError, match=":2:"):
+        read_attempts(p)
+
+
+# ---- shared fixtures ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads_for_a_busy_machine():
+    """On an oversubscribed CPU, OpenMP's spin-waits make every small op wait for a
+    time slice (measured: LoRA training 28 tokens/s on 2 threads, 96 on 1), so a
+    busy shared machine gets one thread for this module."""
+    import torch
+
+    before = torch.get_num_threads()
+    if os.getloadavg()[0] > (os.cpu_count() or 1):
+        torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _fmt(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def svamp_rows(start: int, n: int) -> list[tuple[Record, str]]:
+    """(record, equation rationale) pairs from the local SVAMP copy."""
+    if not SVAMP.exists():
+        pytest.skip(f"{SVAMP} not present")
+    out = []
+    for r in json.loads(SVAMP.read_text())[start : start + n]:
+        ans = _fmt(r["Answer"])
+        rec = Record(
+            id=r["ID"],
+            question=f"{r['Body'].strip()} {r['Question'].strip()}",
+            answer=ans,
+            answer_type="number",
+        )
+        out.append((rec, f"We compute {r['Equation'].strip()} = {ans}. The answer is {ans}."))
+    return out
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The offline student, loaded through models.py and re-saved as safetensors."""
+    from undo.models import load_model, load_tokenizer, resolve_model
+
+    try:
+        resolved = resolve_model("smollm2-135m-instruct")
+    except UserError as e:
+        pytest.skip(str(e))
+    model = load_model(resolved, device="cpu").eval()
+    tok = load_tokenizer(resolved)
+    folder = tmp_path_factory.mktemp("smol")
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return SimpleNamespace(dir=str(folder), model=model, tok=tok)
+
+
+def _examples(n: int, start: int = 0) -> list[dict]:
+    from undo.student.train import make_example
+
+    return [make_example(rec, rat) for rec, rat in svamp_rows(start, n)]
+
+
+@pytest.fixture(scope="module")
+def lora_student(base: SimpleNamespace, tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    from undo.student.train import train_student
+
+    examples = _examples(16)
+    too_long = dict(examples[5], id="too-long", completion="We compute. " * 200 + "The answer is 1.")
+    out = tmp_path_factory.mktemp("runs") / "lora"
+    student = StudentConfig(model=base.dir, lora=LoraConfig(r=8, alpha=16))
+    train = TrainConfig(
+        max_steps=4, batch_size=4, lr=1e-3, max_seq_len=256, logging_steps=1, warmup_ratio=0.0
+    )
+    result = train_student(examples + [too_long], out, student, train, seed=0, progress=False)
+    return SimpleNamespace(dir=out, result=result, student=student, train=train)
+
+
+# ---- generation ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_generate_batched_keeps_order_and_matches_batch_of_one(base: SimpleNamespace) -> None:
+    convs = [
+        [{"role": "user", "content": "Write one short sentence about cats."}],
+        [{"role": "user", "content": "Name a color."}],
+        [{"role": "user", "content": COPY_PROMPT}],
+    ]
+    batched = generate_chat(base.model, base.tok, convs, max_new_tokens=16, batch_size=3)
+    single = [generate_chat(base.model, base.tok, [c], max_new_tokens=16)[0] for c in convs]
+    assert [g.text for g in batched] == [g.text for g in single]
+    assert batched[2].text == "The answer is 42."
+    assert batched[2].finish_reason == "answer"
+    assert all(isinstance(g, Generation) and g.prompt_tokens > 0 for g in batched)
+
+
+@pytest.mark.slow
+def test_stop_at_answer_truncates_after_the_answer_line(base: SimpleNamespace) -> None:
+    conv = [[{"role": "user", "content": COPY_PROMPT}]]
+    full = generate_chat(base.model, base.tok, conv, max_new_tokens=40, stop_at_answer=False)[0]
+    cut = generate_chat(base.model, base.tok, conv, max_new_tokens=40, stop_at_answer=True)[0]
+    assert full.text.startswith("The answer is 42.") and len(full.text) > len("The answer is 42.")
+    assert full.finish_reason == "stop"
+    assert (cut.text, cut.finish_reason) == ("The answer is 42.", "answer")
+    assert cut.completion_tokens < full.completion_tokens
+    assert "<|im_end|>" not in full.text  # special tokens stripped
+
+
+class _ScriptedLM:
+    """Emits a fixed token script per prompt; records the batch width of every forward.
+
+    A row is recognised by its padding (constant across steps and row drops), so
+    prompts in one batch must have distinct lengths.
+    """
+
+    def __init__(self, tok, prompts: dict[int, list[int]]) -> None:
+        import torch
+        from transformers import LlamaConfig
+
+        self.config = LlamaConfig(
+            vocab_size=len(tok), hidden_size=8, num_hidden_layers=1, num_attention_heads=1
+        )
+        self.generation_config = SimpleNamespace(eos_token_id=None)
+        self.device = torch.device("cpu")
+        self.training = False
+        self.scripts = prompts  # prompt length -> token script
+        self.widths: list[int] = []
+        self.vocab = len(tok)
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, input_ids, attention_mask=None, **kw):
+        import torch
+
+        logits = torch.zeros(input_ids.shape[0], 1, self.vocab)
+        if attention_mask is None:  # the shared-prefix pass
+            return SimpleNamespace(logits=logits)
+        if kw.get("logits_to_keep") == 1:
+            self.width0 = attention_mask.shape[1]  # prompt prefill
+        k = attention_mask.shape[1] - self.width0  # tokens generated so far
+        self.widths.append(input_ids.shape[0])
+        for row in range(input_ids.shape[0]):
+            pad = int((attention_mask[row] == 0).sum())
+            script = self.scripts[self.width0 - pad]
+            logits[row, 0, script[min(k, len(script) - 1)]] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
+@pytest.mark.slow
+def test_finished_rows_leave_the_batch(base: SimpleNamespace) -> None:
+    from undo.student.generate import encode_chats
+
+    tok = base.tok
+    convs = [[{"role": "user", "content": "x " * n}] for n in (1, 3, 5, 7)]
+    lengths = [len(p) for p in encode_chats(tok, convs)]
+    assert len(set(lengths)) == 4
+    enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    texts = [
+        enc("We add. The answer is 3.5.\nMore text that should never be generated at all"),
+        enc("short") + [eos],
+        enc(" word" * 40),  # runs to the length limit
+        enc("The answer is 12\nAnd then some more words"),
+    ]
+    lm = _ScriptedLM(tok, dict(zip(lengths, texts, strict=True)))
+    gens = generate_chat(lm, tok, convs, max_new_tokens=30, batch_size=4)
+    assert [g.finish_reason for g in gens] == ["answer", "stop", "length", "answer"]
+    assert gens[0].text == "We add. The answer is 3.5."
+    assert gens[1].text == "short"
+    assert gens[3].text == "The answer is 12"
+    assert gens[2].completion_tokens == 30
+    # the batch narrows as rows finish: 4 -> ... -> 1 (only the length-limited row)
+    assert lm.widths[0] == 4 and lm.widths[-1] == 1
+    assert sum(lm.widths) < 4 * len(lm.widths)
+
+
+@pytest.mark.slow
+def test_seeded_sampling_is_reproducible(base: SimpleNamespace) -> None:
+    convs = [[{"role": "user", "content": "Name an animal."}]] * 2
+    kw = dict(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=3, batch_size=2)
+    a = generate_chat(base.model, base.tok, convs, **kw)
+    b = generate_chat(base.model, base.tok, convs, **kw)
+    assert [g.text for g in a] == [g.text for g in b]
+
+
+# ---- evaluation ----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> None:
+    records = [rec for rec, _ in svamp_rows(100, 4)]
+    cfg = StudentConfig(model=base.dir, max_new_tokens=16, batch_size=2)
+    out = tmp_path / "attempts.jsonl"
+    first = evaluate(records[:3], base.dir, cfg, out_path=out, model=base.model, tokenizer=base.tok)
+    assert first.n == 3 and 0 <= first.correct <= 3
+    row = first.attempts[0]
+    assert set(row) == {"id", "question", "answer", "output", "predicted", "correct",
+                        "completion_tokens"}
+    assert row["id"] == records[0].id and row["answer"] == records[0].answer
+    # simulate a kill in the middle of writing the last row
+    text = out.read_text()
+    out.write_text(text[: text.rindex('{"id"') + 10])
+    survivors = read_attempts(out)
+    assert len(survivors) == 2
+    seen: list[int] = []
+    again = evaluate(records, base.dir, cfg, out_path=out, progress=seen.append,
+                     model=base.model, tokenizer=base.tok)
+    assert [a["id"] for a in again.attempts] == [r.id for r in records]
+    assert all(again.attempts[records.index(r)] == survivors[r.id]
+               for r in records if r.id in survivors)
+    assert seen[0] == 2 and sum(seen[1:]) == 2  # 2 rows reused, only the 2 missing generated
+    lines = out.read_text().splitlines()
+    assert sorted(json.loads(x)["id"] for x in lines) == sorted(r.id for r in records)
+
+
+# ---- training ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_lora_training_lowers_loss_and_reports_long_examples(lora_student: SimpleNamespace) -> None:
+    r = lora_student.result
+    assert r.steps == 4 and r.num_processes == 1
+    assert r.dropped == ["too-long"] and r.n_examples == 16
+    assert r.final_loss < r.first_loss
+    assert r.tokens_per_s > 0 and len(r.losses) == 4
+    d = lora_student.dir
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer_config.json",
+                 "undo_base.txt", "train_config.json", "train_result.json"):
+        assert (d / name).exists(), name
+    assert json.loads((d / "train_result.json").read_text())["dropped"] == ["too-long"]
+    assert not list(d.parent.glob(".lora.*"))  # the temp dir was renamed away
+
+
+@pytest.mark.slow
+def test_lora_student_reloads_and_generates(lora_student: SimpleNamespace) -> None:
+    from undo.models import load_model, load_tokenizer, resolve_model
+
+    resolved = resolve_model(str(lora_student.dir))
+    assert resolved.adapter == str(lora_student.dir)
+    model, tok = load_model(resolved, device="cpu").eval(), load_tokenizer(resolved)
+    rec, _ = svamp_rows(200, 1)[0]
+    from undo.tasks.base import student_messages
+
+    g = generate_chat(model, tok, [student_messages(rec)], max_new_tokens=48)[0]
+    # after 4 steps it has at least learnt to end with the answer line, briefly
+    assert "The answer is" in g.text, g.text
+    assert g.finish_reason in ("answer", "stop") and g.completion_tokens < 48
+
+
+@pytest.mark.slow
+def test_continue_training_a_lora_student(lora_student: SimpleNamespace, tmp_path: Path) -> None:
+    from undo.student.train import train_student
+
+    train = lora_student.train.model_copy(update={"max_steps": 1, "batch_size": 2})
+    out = tmp_path / "cont"
+    r = train_student(_examples(2, 16), out, lora_student.student, train, seed=0,
+                      init_from=str(lora_student.dir), progress=False)
+    assert r.steps == 1
+    assert (out / "undo_base.txt").read_text() == (lora_student.dir / "undo_base.txt").read_text()
+    # continued from the trained adapter: its loss starts far below the base model's
+    assert r.first_loss < lora_student.result.first_loss * 0.8
+
+
+@pytest.mark.slow
+def test_full_finetune_saves_a_loadable_model(base: SimpleNamespace, tmp_path: Path) -> None:
+    from undo.models import load_model, resolve_model
+    from undo.student.train import train_student
+
+    out = tmp_path / "full"
+    student = StudentConfig(model=base.dir, lora=None)
+    train = TrainConfig(max_steps=2, batch_size=2, lr=1e-4, max_seq_len=256, logging_steps=1)
+    r = train_student(_examples(4), out, student, train, seed=0, progress=False)
+    assert r.steps == 2 and (out / "config.json").exists()
+    assert not (out / "adapter_config.json").exists()
+    model = load_model(resolve_model(str(out)), device="cpu")
+    assert sum(p.numel() for p in model.parameters()) > 100_000_000
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes(base: SimpleNamespace, tmp_path: Path) -> None:
+    from undo.student.launch import launch_training
+
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(e) + "\n" for e in _examples(16)))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(
+        f"seed: 0\nstudent: {{model: {base.dir}}}\n"
+        "train: {max_steps: 4, batch_size: 2, lr: 1.0e-3, max_seq_len: 256, logging_steps: 1,"
+        " warmup_ratio: 0.0}\n"
+    )
+    out = tmp_path / "ddp"
+    r = launch_training(data, out, cfg, "torchrun", 2, progress=False)
+    assert r.num_processes == 2  # a real 2-process job, not two lone ones
+    assert r.steps == 4 and r.final_loss < r.first_loss
+    saved = json.loads((out / "train_result.json").read_text())
+    assert saved["num_processes"] == 2
+    from undo.models import resolve_model
+
+    assert resolve_model(str(out)).adapter == str(out)
+
+
+def test_launcher_failure_is_a_user_error(tmp_path: Path) -> None:
+    from undo.student.launch import launch_training
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("student: {model: /nonexistent/model}\n")
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"id": "1", "prompt": "q", "completion": "a"}\n')
+    with pytest.raises(UserError, match="torchrun training failed"):
+        launch_training(data, tmp_path / "out", cfg, "torchrun", 1, progress=False)
