@@ -17,7 +17,7 @@ export HF_HUB_OFFLINE=1
 COMMON=(configs/demo.yaml "task.source=../shared/data/svamp" "output.dir=$OUT" seed=0
         "splits.train=$TRAIN" "splits.val=$VAL" "splits.test=$TEST"
         teacher.max_attempts=1 teacher.max_tokens=320 student.max_new_tokens=192
-        train.epochs=2 train.batch_size=4 loop.val_errors_shown=4)
+        train.epochs=3 train.lr=1e-3 train.batch_size=4 loop.val_errors_shown=4)
 start=$(date +%s)
 # patience high: measure every iteration up to ITERS instead of stopping early
 $UNDO run "${COMMON[@]}" name=q-undo "loop.max_iterations=$ITERS" loop.patience=99

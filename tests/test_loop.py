@@ -19,6 +19,7 @@ from undo.config import load_config
 from undo.errors import UserError
 from undo.loop import UndoRun
 from undo.runstore import read_json
+from undo.tasks import Record
 from undo.teacher.cache import CompletionCache
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,6 +63,12 @@ def test_tiny_loop_then_kill_and_resume_repeats_no_teacher_call(tmp_path, monkey
                 "iter_1/attempts_train.jsonl", "iter_1/metrics.json"]:
         assert (ref / rel).exists(), rel
     assert len(summary["iterations"]) == 3  # base, 0, 1
+    # the in-process teacher ran for real: its verified rationales grade correct
+    train = {json.loads(line)["id"]: Record.from_dict(json.loads(line))
+             for line in (ref / "splits/train.jsonl").open()}
+    verified = [json.loads(line) for line in (ref / "iter_0/rationales.jsonl").open()]
+    verified = [r for r in verified if r["verdict"] in ("verified", "rationalized")]
+    assert verified and all(train[r["id"]].grade(r["rationale"]).correct for r in verified)
     m1 = read_json(ref / "iter_1/metrics.json")
     assert m1["train_errors"] == sum(
         not json.loads(line)["correct"] for line in (ref / "iter_1/attempts_train.jsonl").open())
