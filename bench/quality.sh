@@ -9,10 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 UNDO=${UNDO:-.venv/bin/undo}
 OUT=${QUALITY_OUT:-bench/out}
-TRAIN=${QUALITY_TRAIN:-60}
-VAL=${QUALITY_VAL:-20}
-TEST=${QUALITY_TEST:-100}
-ITERS=${QUALITY_ITERS:-2}
+TRAIN=${QUALITY_TRAIN:-30}
+VAL=${QUALITY_VAL:-10}
+TEST=${QUALITY_TEST:-60}
+ITERS=${QUALITY_ITERS:-1}
 export HF_HUB_OFFLINE=1
 COMMON=(configs/demo.yaml "task.source=../shared/data/svamp" "output.dir=$OUT" seed=0
         "splits.train=$TRAIN" "splits.val=$VAL" "splits.test=$TEST"
