@@ -10,8 +10,8 @@ import json
 import re
 
 import pytest
-
 from fakes.fault_server import FaultServer, expected_answer
+
 from undo.config import TeacherConfig
 from undo.tasks.base import Record
 from undo.teacher.base import Usage

@@ -110,6 +110,8 @@ def run(
 
     Example: undo run configs/svamp.yaml teacher.base_url=http://localhost:8000/v1 name=svamp-1
     """
+    if config is not None and "=" in config.name and not config.exists():
+        overrides, config = [str(config), *(overrides or [])], None  # only key=value given
     cfg = _config(config, overrides)
     if dry_run:
         from undo.plan import plan

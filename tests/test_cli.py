@@ -1,0 +1,104 @@
+"""The `undo` command as a user runs it: output format, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from undo.errors import UserError
+from undo.models import OFFLINE_MODELS, _verified
+
+ROOT = Path(__file__).resolve().parents[1]
+SVAMP = ROOT.parent / "shared" / "data" / "svamp"
+
+
+def undo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "undo.cli", *args], capture_output=True,
+                          text=True, cwd=ROOT, env=env)
+
+
+def test_help_teaches_every_command():
+    r = undo("--help")
+    assert r.returncode == 0
+    for cmd in ("run", "demo", "teach", "train", "eval", "transfer", "compare", "data", "grade", "cache"):
+        assert cmd in r.stdout
+    assert "Example: undo teach" in undo("teach", "--help").stdout
+
+
+@pytest.mark.skipif(not SVAMP.exists(), reason="../shared/data not present")
+def test_data_prints_normalised_jsonl():
+    r = undo("data", "svamp", "--split", "test", "--limit", "3", f"task.source={SVAMP}")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(rows) == 3
+    assert set(rows[0]) == {"id", "question", "choices", "answer", "answer_type", "meta"}
+
+
+def test_data_unknown_task_is_one_line():
+    r = undo("data", "nosuch")
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [
+        "error: unknown task 'nosuch'; known tasks: commonsenseqa, file, gsm8k, strategyqa, svamp"]
+
+
+def test_grade_counts_and_details(tmp_path):
+    f = tmp_path / "out.jsonl"
+    rows = [{"output": "3 + 4 = 7. The answer is 7.", "answer": "7"},
+            {"output": "The answer is 1,000 dollars.", "answer": "1000"},
+            {"output": "I am not sure.", "answer": "5"},
+            {"output": "", "answer": "2"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = undo("grade", str(f), "--answer-type", "number", "--details")
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert lines[-1] == {"n": 4, "correct": 2, "accuracy": 0.5, "unparsed": 2}
+    assert [x["correct"] for x in lines[:-1]] == [True, True, False, False]
+
+
+def test_grade_bad_row_names_file_and_line(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text('{"output": "The answer is 1.", "answer": "1"}\n{"output": "x"}\n')
+    r = undo("grade", str(f), "--answer-type", "number")
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"error: {f}:2: missing field 'answer'"
+
+
+def test_cache_stats_and_clear(tmp_path):
+    env = {**__import__("os").environ, "UNDO_CACHE_DIR": str(tmp_path)}
+    r = undo("cache", "stats", env=env)
+    assert r.returncode == 0 and json.loads(r.stdout)["entries"] == 0
+    r = undo("cache", "clear", env=env)
+    assert json.loads(r.stdout) == {"removed": 0}
+
+
+def test_offline_model_with_other_bytes_is_refused(tmp_path):
+    fake = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    fake.write_bytes(b"GGUF" + b"\0" * 100)
+    with pytest.raises(UserError, match="does not match the pinned digest"):
+        _verified(fake, OFFLINE_MODELS["smollm2-135m-instruct"])
+
+
+def _fake_run(root: Path, name: str, correct: list[bool]) -> Path:
+    run = root / name
+    (run / "iter_0").mkdir(parents=True)
+    (run / "summary.json").write_text(json.dumps({"best_iteration": 0}))
+    (run / "iter_0" / "attempts_test.jsonl").write_text(
+        "".join(json.dumps({"id": f"q{i}", "correct": c}) + "\n" for i, c in enumerate(correct)))
+    return run
+
+
+def test_compare_pairs_the_same_questions(tmp_path):
+    a = _fake_run(tmp_path, "a", [False] * 30 + [True] * 10)
+    b = _fake_run(tmp_path, "b", [True] * 30 + [True] * 10)
+    r = undo("compare", str(a), str(b), "--n-boot", "500")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout.splitlines()[-1])["rows"]
+    assert rows[0]["test_acc"] == 0.25 and rows[1]["test_acc"] == 1.0
+    assert rows[1]["diff"] == 0.75 and rows[1]["ci_low"] > 0.5
+    c = _fake_run(tmp_path, "c", [True] * 5)
+    r = undo("compare", str(a), str(c))
+    assert r.returncode == 2 and "not scored on the same test questions" in r.stderr
