@@ -109,3 +109,16 @@ def test_hint_leaks_are_rejected():
     assert not leaks_hint(
         "Tom has 3 bags with 2 apples each, so he has 3 * 2 = 6 apples. He buys one more, "
         "so 6 + 1 = 7. The answer is 7.")
+
+
+def test_verified_rationales_end_with_the_answer_line():
+    from undo.teacher.rationale import with_answer_line
+
+    boxed = "5 + 5 = 10, so \\(\\boxed{10}\\)."
+    assert with_answer_line(boxed, Record("a", "q", "10", "number")).endswith("\nThe answer is 10.")
+    assert with_answer_line("Yes, it is.", Record("b", "q", "yes", "yesno")).endswith(
+        "The answer is Yes.")
+    assert with_answer_line("banks", Record("c", "q", "A", "choice", ["bank", "mall"])).endswith(
+        "The answer is (A) bank.")
+    kept = "3 = 3. The answer is 3."
+    assert with_answer_line(kept, Record("d", "q", "3", "number")) == kept

@@ -11,6 +11,7 @@ enabled. Every attempt and verdict is recorded; nothing is dropped silently.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from undo.config import TeacherConfig
+from undo.grading import answer_line
 from undo.runstore import append_jsonl, read_jsonl
 from undo.tasks.base import Record
 from undo.teacher.base import Request, SamplingParams, Usage
@@ -52,6 +54,20 @@ def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dic
 def _sampling(cfg: TeacherConfig, attempt: int) -> SamplingParams:
     temperature = 0.0 if attempt == 0 else cfg.temperature
     return SamplingParams(temperature, cfg.top_p if temperature else 1.0, cfg.max_tokens)
+
+
+_HAS_ANSWER_LINE = re.compile(r"the answer is", re.IGNORECASE)
+
+
+def with_answer_line(text: str, record: Record) -> str:
+    """A verified rationale ends with the fixed answer line the student should learn to
+    write (teachers often close with \\boxed{} instead), so its answers stop cleanly."""
+    if _HAS_ANSWER_LINE.search(text):
+        return text
+    answer = record.gold_display()
+    if record.answer_type == "yesno":
+        answer = answer.capitalize()
+    return f"{text.rstrip()}\n{answer_line(answer)}"
 
 
 def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str]:
@@ -124,7 +140,8 @@ def generate_rationales(
                 "cached": c.cached,
             })
             if ok:
-                finish(it, c.text, RATIONALIZED if mode == "rationalize" else VERIFIED, "ok")
+                verdict = RATIONALIZED if mode == "rationalize" else VERIFIED
+                finish(it, with_answer_line(c.text, it.record), verdict, "ok")
             else:
                 unsolved.append(it)
         return unsolved
