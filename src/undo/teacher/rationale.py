@@ -5,7 +5,7 @@ big batches and HTTP backends see full concurrency): attempt 0 is greedy, later
 attempts sample with `teacher.temperature`; each answer is graded against gold
 and, where the teacher saw the gold, checked for leaking it. Questions still
 unsolved after `max_attempts` get one rationalization (gold as a hint) when
-enabled. Every attempt and verdict is recorded; nothing is dropped silently.
+enabled; refinements, whose prompt already holds the gold, get none. Every attempt and verdict is recorded; nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -151,7 +151,9 @@ def generate_rationales(
         for attempt in range(cfg.max_attempts):
             if todo:
                 todo = run_round(todo, mode, attempt)
-        if todo and cfg.rationalize:
+        # refine prompts already carry the gold answer; a plain rationalization there would
+        # ignore the student's feedback and (greedy, cached) repeat iteration 0's text
+        if todo and cfg.rationalize and mode == "explain":
             todo = run_round(todo, "rationalize", 0)
         for it in todo:
             reasons = Counter(a["reason"] for a in it.attempts)
