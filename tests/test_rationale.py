@@ -122,3 +122,13 @@ def test_verified_rationales_end_with_the_answer_line():
         "The answer is (A) bank.")
     kept = "3 = 3. The answer is 3."
     assert with_answer_line(kept, Record("d", "q", "3", "number")) == kept
+
+
+def test_refinements_are_resampled_but_never_rationalized(server, tmp_path):
+    teacher, cfg = teacher_for(server.url, tmp_path)
+    ctx = {"previous_rationale": None, "history": [], "student_attempt": "The answer is 1.",
+           "profile": None}
+    item = TeachItem(Record("r1", "Impossible?", "-1", "number"), mode="refine", context=ctx)
+    [row] = generate_rationales([item], teacher, cfg, tmp_path / "r.jsonl", Usage())
+    assert row["verdict"] == "failed" and row["mode"] == "refine"
+    assert [a["mode"] for a in row["attempts"]] == ["refine", "refine"]  # max_attempts=2
