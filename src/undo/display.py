@@ -22,13 +22,13 @@ console = Console(stderr=True)
 
 METRIC_COLUMNS = [
     ("iteration", "iter"),
-    ("train_errors", "train errors"),
-    ("refined", "refined ok/failed"),
-    ("train_examples", "train ex."),
+    ("train_errors", "errors"),
+    ("refined", "refined\nok/fail"),
+    ("train_examples", "train\nex."),
     ("steps", "steps"),
-    ("val_acc", "val acc"),
-    ("test_acc", "test acc"),
-    ("teacher_tokens", "teacher tok"),
+    ("val_acc", "val"),
+    ("test_acc", "test"),
+    ("teacher_tokens", "teacher\ntokens"),
     ("wall_s", "wall s"),
 ]
 

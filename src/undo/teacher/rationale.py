@@ -5,7 +5,8 @@ big batches and HTTP backends see full concurrency): attempt 0 is greedy, later
 attempts sample with `teacher.temperature`; each answer is graded against gold
 and, where the teacher saw the gold, checked for leaking it. Questions still
 unsolved after `max_attempts` get one rationalization (gold as a hint) when
-enabled; refinements, whose prompt already holds the gold, get none. Every attempt and verdict is recorded; nothing is dropped silently.
+enabled; refinements, whose prompt already holds the gold, get none. Every
+attempt and verdict is recorded; nothing is dropped silently.
 """
 
 from __future__ import annotations
