@@ -17,7 +17,7 @@ from undo.config import RunConfig, config_to_yaml
 from undo.errors import UserError
 from undo.feedback import refine_items, student_profile
 from undo.mixing import mix_training_set
-from undo.runstore import RunStore, read_json, read_jsonl, write_json, write_jsonl
+from undo.runstore import RunStore, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
 from undo.teacher.rationale import TeachItem, generate_rationales, summarize
@@ -80,8 +80,6 @@ class UndoRun:
                     f"(differs in {', '.join(diff[:5])}); use a new name= or the same settings"
                 )
         root.mkdir(parents=True, exist_ok=True)
-        from undo.runstore import write_atomic
-
         write_atomic(cfg_path, config_to_yaml(self.cfg))
         split_dir = root / "splits"
         if all((split_dir / f"{s}.jsonl").exists() for s in SPLITS):

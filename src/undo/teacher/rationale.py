@@ -11,7 +11,6 @@ attempt and verdict is recorded; nothing is dropped silently.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -167,11 +166,3 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
     verdicts = Counter(r["verdict"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["verdict"] == FAILED)
     return {"n": len(rows), "verdicts": dict(verdicts), "failed_reasons": dict(reasons)}
-
-
-def load_rows(path: Path) -> list[dict[str, Any]]:
-    return list(read_jsonl(path))
-
-
-def dumps(row: dict[str, Any]) -> str:
-    return json.dumps(row, ensure_ascii=False)
