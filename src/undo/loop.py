@@ -134,7 +134,9 @@ class UndoRun:
         stage_name = f"attempts_{split}"
         path = self.store.path(k, f"{stage_name}.jsonl")
         if not self.store.done(k, stage_name):
-            model, tok = self.student(student_dir)
+            # a vLLM student engine is built by evaluate() itself; never preload it here
+            vllm = self.cfg.student.backend == "vllm"
+            model, tok = (None, None) if vllm else self.student(student_dir)
             records = self.splits[split]
             with display.stage(f"iter {k} · student answers {split}", len(records)) as advance:
                 evaluate(records, student_dir, self.cfg.student, out_path=path, progress=advance,
