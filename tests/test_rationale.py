@@ -132,3 +132,20 @@ def test_refinements_are_resampled_but_never_rationalized(server, tmp_path):
     [row] = generate_rationales([item], teacher, cfg, tmp_path / "r.jsonl", Usage())
     assert row["verdict"] == "failed" and row["mode"] == "refine"
     assert [a["mode"] for a in row["attempts"]] == ["refine", "refine"]  # max_attempts=2
+
+
+def test_few_shot_examples_come_from_gold_rationales_and_never_show_the_question_itself():
+    from undo.errors import UserError
+    from undo.teacher.rationale import few_shot_examples
+
+    gsm = [Record(f"g{i}", f"Q{i}?", str(i), "number", meta={"gold_rationale": f"R{i} #### {i}"})
+           for i in range(3)]
+    shots = few_shot_examples(gsm, 2)
+    assert [s["rationale"] for s in shots] == ["R0 #### 0", "R1 #### 1"]
+    cfg = TeacherConfig(backend="openai", model="m", base_url="http://x")
+    own = _messages(TeachItem(gsm[0]), "explain", cfg, shots)[0]["content"]
+    other = _messages(TeachItem(gsm[2]), "explain", cfg, shots)[0]["content"]
+    assert "R0" not in own and "R1" in own
+    assert "R0" in other and "R1" in other
+    with pytest.raises(UserError, match="few_shot"):
+        few_shot_examples([Record("s", "Q?", "1", "number")], 1)

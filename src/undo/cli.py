@@ -166,7 +166,7 @@ def teach(
     from undo.tasks import split_part
     from undo.teacher import build_teacher
     from undo.teacher.base import Usage
-    from undo.teacher.rationale import TeachItem, generate_rationales, summarize
+    from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, summarize
 
     if split == "test":
         raise UserError("the test split is never shown to the teacher")
@@ -179,7 +179,8 @@ def teach(
 
     with display.stage("teacher explains", None) as advance:
         rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg.teacher, out,
-                                   usage, progress=lambda n, _t: advance(n))
+                                   usage, examples=few_shot_examples(records, cfg.teacher.few_shot),
+                                   progress=lambda n, _t: advance(n))
     stats = {"summary": summarize(rows), "usage": usage.to_dict(),
              "cost_usd": usage.cost(cfg.teacher.price)}
     write_json(out.with_suffix(".usage.json"), stats)

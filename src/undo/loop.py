@@ -20,7 +20,7 @@ from undo.mixing import mix_training_set
 from undo.runstore import RunStore, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
-from undo.teacher.rationale import TeachItem, generate_rationales, summarize
+from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, summarize
 
 SPLITS = ("train", "val", "test")
 # keys that may change between a run and its resume without changing any result
@@ -113,14 +113,15 @@ class UndoRun:
 
     # ---- stages ------------------------------------------------------------------
 
-    def teach(self, k: int, items: list[TeachItem], label: str) -> list[dict[str, Any]]:
+    def teach(self, k: int, items: list[TeachItem], label: str,
+              examples: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
         path = self.store.path(k, "rationales.jsonl")
         if self.store.done(k, "teach"):
             return list(read_jsonl(path))
         usage = Usage()
         with display.stage(f"iter {k} · {label}", None) as advance:
             rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
-                                       progress=lambda n, _total: advance(n))
+                                       examples=examples, progress=lambda n, _total: advance(n))
         info = {"usage": usage.to_dict(), "summary": summarize(rows),
                 "cost_usd": usage.cost(self.cfg.teacher.price)}
         write_json(self.store.path(k, "teacher_usage.json"), info)
@@ -198,7 +199,8 @@ class UndoRun:
         cfg, train = self.cfg, self.splits["train"]
         metrics: dict[str, Any] = {"iteration": k}
         if k == 0:
-            rows = self.teach(0, [TeachItem(r) for r in train], "teacher explains")
+            shots = few_shot_examples(train, cfg.teacher.few_shot)
+            rows = self.teach(0, [TeachItem(r) for r in train], "teacher explains", shots)
             data, counts = mix_training_set("replace", 0, train, {}, {},
                                             {r["id"]: r["rationale"] for r in rows
                                              if r["rationale"]}, [])

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from undo.config import TeacherConfig
+from undo.errors import UserError
 from undo.grading import answer_line
 from undo.runstore import append_jsonl, read_jsonl
 from undo.tasks.base import Record
@@ -45,7 +46,8 @@ def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dic
         "question": r.prompt(),
         "gold": r.gold_display(),
         "answer_format": ANSWER_FORMAT.get(r.answer_type, "the final answer"),
-        "examples": examples if mode == "explain" else [],
+        # a worked example is never the question itself: that would hand over its answer
+        "examples": [e for e in examples if e["question"] != r.prompt()] if mode == "explain" else [],
         **item.context,
     }
     return [{"role": "user", "content": render(mode, cfg.prompts, **ctx)}]
@@ -68,6 +70,18 @@ def with_answer_line(text: str, record: Record) -> str:
     if record.answer_type == "yesno":
         answer = answer.capitalize()
     return f"{text.rstrip()}\n{answer_line(answer)}"
+
+
+def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
+    """Up to n worked examples for the explain prompt, from gold rationales (GSM8K has them)."""
+    if n <= 0:
+        return []
+    examples = [{"question": r.prompt(), "rationale": r.meta["gold_rationale"]}
+                for r in records if r.meta.get("gold_rationale")][:n]
+    if not examples:
+        raise UserError("teacher.few_shot needs gold rationales, which this task does not provide "
+                        "(gsm8k does); set teacher.few_shot=0")
+    return examples
 
 
 def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str]:
