@@ -108,7 +108,17 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     assert again["iterations"] == summary["iterations"]
     assert cache_rows(cache) == entries_at_kill + sum(u["requests"] for u in later)
 
-    # 5) a changed setting is refused instead of mixing two configs in one folder
+    # 5) another student trained on iteration 0's data, scored on the same test questions
+    from undo.report import compare
+    from undo.transfer import run_transfer
+
+    t = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=1"])
+    assert t["train_examples"] == len((run_dir / "iter_0/train_data.jsonl").read_text().splitlines())
+    assert t["test_n"] == 3
+    rows = compare([f"{run_dir}@0", str(run_dir / "transfer_smollm2-135m-instruct_iter0")], n_boot=200)
+    assert [r["n"] for r in rows] == [3, 3]
+
+    # 6) a changed setting is refused instead of mixing two configs in one folder
     with pytest.raises(UserError, match="train.lr"):
         UndoRun(load_config(cfg_file, ["train.lr=0.1"])).prepare()
 
