@@ -84,18 +84,18 @@ def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
     return examples
 
 
-def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str]:
-    """(accepted, reason). The reason names why a rejected attempt failed."""
-    if finish == "length":  # cut off: whatever number it ends on is not a finished argument
-        return False, "truncated"
+def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str, str | None]:
+    """(accepted, reason, predicted). The reason names why a rejected attempt failed."""
     verdict = item.record.grade(text)
+    if finish == "length":  # cut off: whatever number it ends on is not a finished argument
+        return False, "truncated", verdict.predicted
     if verdict.predicted is None:
-        return False, "unparsed"
+        return False, "unparsed", None
     if not verdict.correct:
-        return False, "wrong_answer"
+        return False, "wrong_answer", verdict.predicted
     if mode in ("refine", "rationalize") and leaks_hint(text):
-        return False, "leaked_hint"
-    return True, "ok"
+        return False, "leaked_hint", verdict.predicted
+    return True, "ok", verdict.predicted
 
 
 def generate_rationales(
@@ -146,10 +146,10 @@ def generate_rationales(
         completions = teacher.complete(reqs, usage, step)
         unsolved = []
         for it, c in zip(batch, completions, strict=True):
-            ok, reason = _judge(it, mode, c.text, c.finish_reason)
+            ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason)
             it.attempts.append({
                 "attempt": len(it.attempts), "mode": mode, "text": c.text,
-                "predicted": it.record.grade(c.text).predicted, "correct": ok, "reason": reason,
+                "predicted": predicted, "correct": ok, "reason": reason,
                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                 "cached": c.cached,
             })
