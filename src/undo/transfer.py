@@ -19,7 +19,8 @@ from undo.tasks import Record
 def run_transfer(run_dir: Path, student: str, iteration: int | None,
                  overrides: list[str]) -> dict[str, Any]:
     from undo.student.evaluate import evaluate
-    from undo.student.train import make_example, train_student
+    from undo.student.fit import fit
+    from undo.student.train import make_example
 
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
@@ -41,8 +42,7 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
     examples = [make_example(by_id[row["id"]], row["rationale"]) for row in read_jsonl(data_path)]
     student_dir = out / "student"
     if not (student_dir / "train_result.json").exists():
-        train_student(examples, student_dir, cfg.student, cfg.train, seed=cfg.train_seed(),
-                      init_from=student)
+        fit(examples, student_dir, cfg, init_from=student)  # honours train.launcher, as the loop does
     metrics: dict[str, Any] = {"run": str(run_dir), "iteration": iteration, "student": student,
                                "train_examples": len(examples)}
     for split in ("val", "test"):
