@@ -145,6 +145,13 @@ class UndoRun:
             self.store.mark_done(k, stage_name)
         return {a["id"]: a for a in read_jsonl(path)}
 
+    def score(self, k: int | str, student_dir: str, metrics: dict[str, Any]) -> None:
+        """val/test accuracy and counts of the student at `student_dir` into metrics."""
+        for split in ("val", "test"):
+            att = self.attempts(k, split, student_dir)
+            metrics[f"{split}_acc"] = sum(a["correct"] for a in att.values()) / max(len(att), 1)
+            metrics[f"{split}_n"] = len(att)
+
     def train(self, k: int | str, rows: list[dict[str, Any]], init_from: str) -> dict[str, Any]:
         from undo.student.fit import fit
         from undo.student.train import make_example
@@ -236,10 +243,7 @@ class UndoRun:
         tr = self.train(k, data, init)
         metrics["steps"] = tr.get("steps")
         student_dir = str(self.store.path(k, "student"))
-        for split in ("val", "test"):
-            att = self.attempts(k, split, student_dir)
-            metrics[f"{split}_acc"] = sum(a["correct"] for a in att.values()) / max(len(att), 1)
-            metrics[f"{split}_n"] = len(att)
+        self.score(k, student_dir, metrics)
         usage_path = self.store.path(k, "teacher_usage.json")
         u = read_json(usage_path)["usage"] if usage_path.exists() else {}
         metrics["teacher_tokens"] = u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
@@ -254,10 +258,7 @@ class UndoRun:
         if path.exists():
             return read_json(path)
         m: dict[str, Any] = {"iteration": "base"}
-        for split in ("val", "test"):
-            att = self.attempts("base", split, self.cfg.student.model)
-            m[f"{split}_acc"] = sum(a["correct"] for a in att.values()) / max(len(att), 1)
-            m[f"{split}_n"] = len(att)
+        self.score("base", self.cfg.student.model, m)
         write_json(path, m)
         return m
 
