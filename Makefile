@@ -16,7 +16,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 $(STAMP): pyproject.toml requirements/offline.txt requirements/cpu-constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[dev,plot]"
+	$(PY) -m pip install -q $(TORCH_CONSTRAINT) -e ".[dev,plot,gym]"
 	$(PY) -m pip install -q --no-deps -r requirements/offline.txt
 	touch $(STAMP)
 
@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/student.py
 
 quality: $(STAMP)
-	bash bench/quality.sh
+	$(PY) bench/quality.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -42,7 +42,7 @@ def test_data_unknown_task_is_one_line():
     r = undo("data", "nosuch")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "error: unknown task 'nosuch'; known tasks: commonsenseqa, file, gsm8k, strategyqa, svamp"]
+        "error: unknown task 'nosuch'; known tasks: commonsenseqa, file, gsm8k, gym, strategyqa, svamp"]
 
 
 def test_grade_counts_and_details(tmp_path):

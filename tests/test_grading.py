@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pytest
 
-from undo.grading import GRADERS, Verdict, answer_line, extract_answer, grade
+from undo.config import load_config
+from undo.errors import UserError
+from undo.grading import (
+    ANSWER_TYPES,
+    AnswerType,
+    Verdict,
+    answer_line,
+    answer_type,
+    extract_answer,
+    grade,
+)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"dataset folder {DATA} missing")
@@ -142,13 +152,85 @@ def test_extract_number(text: str, expected: str | None) -> None:
 
 
 def test_number_tolerance_and_gold_formats() -> None:
-    assert grade("The answer is 0.3333", "1/3", "number").correct
+    # A ratio gold is exact: a 4-digit approximation is not the answer, the ratio itself is.
+    assert not grade("The answer is 0.3333", "1/3", "number").correct
+    assert grade("The answer is 1/3", "1/3", "number").correct
+    assert grade("The answer is \\frac{1}{3}", "\\frac{1}{3}", "number").correct
     assert grade("The answer is 1000", "1,000", "number").correct
     assert grade("The answer is -3", "\u22123", "number").correct
     assert grade("The answer is 0.5", ".5", "number").correct
     assert not grade("The answer is 0.34", "1/3", "number").correct
     assert not grade("The answer is 72", "not a number", "number").correct
     assert not grade("The answer is 3 / 0", "0", "number").correct
+
+
+@pytest.mark.parametrize(
+    ("output", "gold", "correct"),
+    [
+        # integers are exact: a relative tolerance once graded 106501 correct against 106491
+        ("The answer is 106501.", "106491", False),
+        ("The answer is 106491.", "106491", True),
+        ("The answer is 106,491.", "106491", True),
+        ("The answer is 1000000.", "1000001", False),
+        ("The answer is 1000001.", "1000000", False),
+        ("The answer is 123456789.", "123456789", True),
+        ("The answer is 123456788.", "123456789", False),
+        ("The answer is 12345678901234567890.", "12345678901234567890", True),
+        ("The answer is 12345678901234567891.", "12345678901234567890", False),
+        ("The answer is 51.", "51.0", True),  # SVAMP writes integer golds as floats
+        ("The answer is 51.0", "51", True),
+        ("The answer is 51.01", "51.0", False),
+        ("The answer is 1080.", "1,080", True),
+        ("The answer is 1,081.", "1,080", False),
+        ("The answer is 4.", "8/2", True),
+        # decimals: equal to the gold at the gold's own precision
+        ("The answer is 2.5.", "2.5", True),
+        ("The answer is 2.50.", "2.5", True),
+        ("The answer is 5/2.", "2.5", True),
+        ("The answer is 2.6.", "2.5", False),
+        ("The answer is 2.55.", "2.5", False),  # exactly half a unit off is not within it
+        ("The answer is 2.", "2.5", False),
+        ("The answer is 0.33.", "0.33", True),
+        ("The answer is 0.333.", "0.33", True),  # 1/3 to the gold's two places is 0.33
+        ("The answer is 1/3.", "0.33", True),
+        ("The answer is 0.34.", "0.33", False),
+        ("The answer is 0.3.", "0.33", False),
+        ("The answer is 1/3.", "0.3333333333333333", True),  # a float repr gold
+        # negatives
+        ("The answer is -5.", "-5", True),
+        ("The answer is 5.", "-5", False),
+        ("The answer is -5.", "5", False),
+        ("The answer is \u22122.5", "-2.5", True),
+        ("The answer is -2.5", "2.5", False),
+        ("The answer is -1/2", "-0.5", True),
+        # ratio golds
+        ("The answer is 0.5.", "1/2", True),
+        ("The answer is 1/2.", "1/2", True),
+        ("The answer is 2/4.", "1/2", True),
+        ("The answer is 0.6.", "1/2", False),
+        ("The answer is 2/3.", "2/3", True),
+        ("The answer is 0.667.", "2/3", False),
+    ],
+)
+def test_number_comparison(output: str, gold: str, correct: bool) -> None:
+    assert grade(output, gold, "number").correct is correct
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [(51.0, "51"), ("1,080", "1080"), (72, "72"), (2.5, "2.5"), (1e-05, "0.00001"),
+     ("12345678901234567890", "12345678901234567890"), ("1/3", "1/3"), ("-3", "-3")],
+)
+def test_number_gold_parsing(raw: object, expected: str) -> None:
+    gold = answer_type("number").parse_gold(raw, None, "f.jsonl:1")
+    assert gold == expected
+    assert grade(answer_line(gold), gold, "number").correct
+
+
+@pytest.mark.parametrize("raw", ["seven", "", True])
+def test_number_gold_rejects_non_numbers(raw: object) -> None:
+    with pytest.raises(UserError, match="f.jsonl:3: answer .* is not a number"):
+        answer_type("number").parse_gold(raw, None, "f.jsonl:3")
 
 
 # --- choice ---
@@ -201,6 +283,17 @@ def test_choice_gold_forms() -> None:
     assert not grade("The answer is (A)", "B", "choice", OPTIONS).correct
 
 
+def test_choice_gold_parsing_and_display() -> None:
+    kind = answer_type("choice")
+    for raw in ("B", "(b)", 1, "Library"):
+        assert kind.parse_gold(raw, OPTIONS, "f.csv:2") == "B"
+    assert kind.display("B", OPTIONS) == "(B) library"
+    with pytest.raises(UserError, match="f.csv:2: answer 'zoo' is neither"):
+        kind.parse_gold("zoo", OPTIONS, "f.csv:2")
+    with pytest.raises(UserError, match="task.fields.choices is required"):
+        kind.parse_gold("B", None, "f.csv:2")
+
+
 # --- yes / no ---
 
 
@@ -229,6 +322,15 @@ def test_extract_yesno(text: str, expected: str | None) -> None:
 def test_yesno_gold_forms(gold: object) -> None:
     assert grade("The answer is Yes.", gold, "yesno").correct  # type: ignore[arg-type]
     assert not grade("The answer is No.", gold, "yesno").correct  # type: ignore[arg-type]
+
+
+def test_yesno_gold_parsing_and_display() -> None:
+    kind = answer_type("yesno")
+    assert [kind.parse_gold(v, None, "w") for v in (True, "Yes.", "false", 1, "0")] == [
+        "yes", "yes", "no", "yes", "no"]
+    assert kind.display("yes", None) == "Yes"
+    with pytest.raises(UserError, match="w: answer 'maybe' is not yes/no"):
+        kind.parse_gold("maybe", None, "w")
 
 
 # --- math ---
@@ -262,12 +364,37 @@ def test_math_exact_fast_path_keeps_prediction() -> None:
 # --- shared behaviour ---
 
 
-@pytest.mark.parametrize("answer_type", sorted(GRADERS))
+@pytest.mark.parametrize("kind", sorted(ANSWER_TYPES))
 @pytest.mark.parametrize("output", ["", "   \n", None])
-def test_empty_output_is_wrong(answer_type: str, output: str | None) -> None:
-    choices = OPTIONS if answer_type == "choice" else None
-    verdict = grade(output, "A", answer_type, choices)  # type: ignore[arg-type]
+def test_empty_output_is_wrong(kind: str, output: str | None) -> None:
+    choices = OPTIONS if kind == "choice" else None
+    verdict = grade(output, "A", kind, choices)  # type: ignore[arg-type]
     assert verdict == Verdict(False, None)
+
+
+@pytest.mark.parametrize("name", sorted(ANSWER_TYPES))
+def test_registered_types_are_complete(name: str) -> None:
+    kind = answer_type(name)
+    assert isinstance(kind, AnswerType) and kind.name == name
+    assert all(callable(f) for f in (kind.extract, kind.compare, kind.parse_gold, kind.display))
+    assert kind.answer_format.strip()
+    # a gold written on the answer line the way the prompt asks grades as correct
+    choices = OPTIONS if name == "choice" else None
+    raw = {"number": "1,080", "choice": "library", "yesno": True, "math": "\\frac{1}{2}"}[name]
+    gold = kind.parse_gold(raw, choices, "w")
+    assert grade(answer_line(kind.display(gold, choices)), gold, name, choices).correct
+
+
+def test_registry_has_the_builtin_types() -> None:
+    assert {"number", "choice", "yesno", "math"} <= set(ANSWER_TYPES)
+    assert answer_type("choice").letters == "ABCDEFGHIJ"
+
+
+def test_config_rejects_unknown_answer_type() -> None:
+    assert load_config(overrides=["task.answer_type=yesno"]).task.answer_type == "yesno"
+    with pytest.raises(UserError, match="task.answer_type") as e:
+        load_config(overrides=["task.answer_type=bogus"])
+    assert "choice, math, number, yesno" in str(e.value) and "bogus" in str(e.value)
 
 
 def test_unknown_answer_type_names_known_ones() -> None:

@@ -1,6 +1,7 @@
 """A tiny real UNDO loop on the offline teacher and student, killed and resumed.
 
-Real models, real SVAMP questions, 2 iterations, a few steps: minutes on 2 cores.
+Real models, generated chain-sum questions (the demo's task), 2 iterations, a few steps:
+minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -23,13 +24,10 @@ from undo.tasks import Record
 from undo.teacher.cache import CompletionCache
 
 ROOT = Path(__file__).resolve().parents[1]
-SVAMP = ROOT.parent / "shared" / "data" / "svamp"
 
 TINY = [
-    f"task.source={SVAMP}",
     "splits.train=6", "splits.val=3", "splits.test=3",
-    "teacher.max_attempts=1", "teacher.max_tokens=256", "teacher.batch_size=8",
-    "student.max_new_tokens=96",
+    "teacher.max_attempts=1", "teacher.batch_size=8",
     "train.max_steps=2", "train.batch_size=2", "train.max_seq_len=384", "train.logging_steps=1",
     "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2",
 ]
@@ -127,12 +125,14 @@ def test_dry_run_plans_without_calling_anything(tmp_path):
     from undo.plan import plan
 
     cfg = load_config(ROOT / "configs" / "demo.yaml",
-                      [f"task.source={SVAMP}", f"output.dir={tmp_path}", "teacher.price={input: 1, output: 2}"])
+                      [f"output.dir={tmp_path}", "teacher.price={input: 1, output: 2}", "splits.train=16",
+                       "teacher.refine_samples=2"])
     p = plan(cfg)
-    assert p["questions"] == {"train": 16, "val": 8, "test": 24}
-    assert p["per_iteration"][0]["teacher_calls_max"] == 16 * 2  # 1 attempt + 1 rationalization
-    assert len(p["per_iteration"]) == 3
-    assert p["student_steps_per_iteration_max"] == 4 * 3  # 16 examples / batch 4, 3 epochs
+    assert p["questions"] == {"train": 16, "val": cfg.splits.val, "test": cfg.splits.test}
+    assert p["per_iteration"][0]["teacher_calls_max"] == 16 * 3  # 2 attempts + 1 rationalization
+    assert p["per_iteration"][1]["teacher_calls_max"] == 16 * 3  # 2 attempts + 1 more for 2 samples
+    assert len(p["per_iteration"]) == cfg.loop.max_iterations + 1
+    assert p["student_steps_per_iteration_max"] == 2 * 3  # 16 examples / batch 8, 3 epochs
     assert p["cost_usd_max"] > 0
     assert not cfg.run_dir.exists()  # planning writes nothing
 

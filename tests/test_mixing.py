@@ -65,3 +65,12 @@ def test_paired_bootstrap_interval():
     assert abs(d - 0.3) < 1e-9 and lo < d < hi and lo > 0
     d0, lo0, hi0 = paired_bootstrap(a, a, n_boot=500)
     assert d0 == lo0 == hi0 == 0
+
+
+def test_every_verified_refinement_sample_is_a_training_example():
+    refined = {"q1": {"rationale": "a. The answer is 1.", "rationales": ["a. The answer is 1.",
+                                                                         "b. The answer is 1."]}}
+    for policy in ("mix", "replace", "accumulate"):
+        rows, counts = mix_training_set(policy, 1, TRAIN, ATTEMPTS, refined, LATEST, [])
+        assert [r["rationale"][0] for r in rows if r["id"] == "q1"] == ["a", "b"], policy
+        assert counts["refined"] == 2

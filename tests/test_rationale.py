@@ -141,11 +141,34 @@ def test_few_shot_examples_come_from_gold_rationales_and_never_show_the_question
     gsm = [Record(f"g{i}", f"Q{i}?", str(i), "number", meta={"gold_rationale": f"R{i} #### {i}"})
            for i in range(3)]
     shots = few_shot_examples(gsm, 2)
-    assert [s["rationale"] for s in shots] == ["R0 #### 0", "R1 #### 1"]
+    # each example ends with the answer line the teacher is asked to write
+    assert [s["rationale"] for s in shots] == ["R0 #### 0\nThe answer is 0.", "R1 #### 1\nThe answer is 1."]
     cfg = TeacherConfig(backend="openai", model="m", base_url="http://x")
-    own = _messages(TeachItem(gsm[0]), "explain", cfg, shots)[0]["content"]
-    other = _messages(TeachItem(gsm[2]), "explain", cfg, shots)[0]["content"]
-    assert "R0" not in own and "R1" in own
-    assert "R0" in other and "R1" in other
+    own = _messages(TeachItem(gsm[0]), "explain", cfg, shots)
+    other = _messages(TeachItem(gsm[2]), "explain", cfg, shots)
+    # examples are earlier chat turns: user question, assistant worked solution
+    assert [m["role"] for m in other] == ["user", "assistant", "user", "assistant", "user"]
+    assert other[1]["content"].startswith("R0") and "Q2?" in other[-1]["content"]
+    assert [m["role"] for m in own] == ["user", "assistant", "user"]
+    assert not any("R0" in m["content"] for m in own) and own[1]["content"].startswith("R1")
     with pytest.raises(UserError, match="few_shot"):
         few_shot_examples([Record("s", "Q?", "1", "number")], 1)
+
+
+def test_refine_samples_asks_for_k_distinct_verified_texts(server, tmp_path):
+    """refine_samples=2: sampling continues after the first verified text, up to
+    max_attempts + 1 tries; a repeated text counts once (this server answers a prompt
+    identically every time), and a question with fewer than k still keeps what verified."""
+    # the shipped refine prompt holds the gold, which this server's answer depends on
+    refine = tmp_path / "refine.j2"
+    refine.write_text("{{ question }} The student wrote: {{ student_attempt }} Show every step of the "
+                      "count again, one animal at a time, so that the student can follow it.")
+    teacher, cfg = teacher_for(server.url, tmp_path, refine_samples=2, prompts={"refine": str(refine)})
+    ctx = {"previous_rationale": None, "history": [], "student_attempt": "It said 1.",
+           "profile": None}
+    item = TeachItem(Record("r1", "How many legs have 2 cats?", "0", "number"), mode="refine", context=ctx)
+    item.record.answer = answer_of(_messages(item, "refine", cfg, []))
+    [row] = generate_rationales([item], teacher, cfg, tmp_path / "r.jsonl", Usage())
+    assert row["verdict"] == "verified" and len(row["attempts"]) == 3
+    assert all(a["correct"] for a in row["attempts"])
+    assert row["rationales"] == [row["rationale"]]

@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 import typer
 
 from undo.errors import UserError
+from undo.grading import ANSWER_TYPES
 
 app = typer.Typer(
     help=(
@@ -72,19 +73,21 @@ def data(
 @app.command()
 def grade(
     file: Annotated[Path, typer.Argument(help='JSONL rows {"output", "answer", "choices"?}')],
-    answer_type: Annotated[str, typer.Option("--answer-type", help="number|choice|yesno|math")],
+    answer_type: Annotated[str, typer.Option("--answer-type", help="|".join(ANSWER_TYPES))],
     details: Annotated[bool, typer.Option("--details", help="also print a verdict per row")] = False,
 ) -> None:
     """Grade model outputs against gold answers; prints {"n","correct","accuracy","unparsed"}.
 
     Example: undo grade outputs.jsonl --answer-type number --details
     """
-    from undo.grading import GRADERS
+    from undo.grading import answer_type as lookup
     from undo.grading import grade as grade_one
     from undo.tasks.readers import field, read_rows
 
-    if answer_type not in GRADERS:
-        raise UserError(f"unknown answer type '{answer_type}'; known: {', '.join(GRADERS)}")
+    try:
+        lookup(answer_type)  # fail before reading the file, naming the known types
+    except ValueError as e:
+        raise UserError(str(e)) from None
     n = correct = unparsed = 0
     for where, row in read_rows(file):
         v = grade_one(str(field(row, "output", where)), str(field(row, "answer", where)),

@@ -25,12 +25,24 @@ class TaskConfig(Section):
     name: str = "svamp"
     # hub id (default for the task), or a local file/folder in the original format
     source: str | None = None
-    # for `file` tasks: number | choice | yesno | math
-    answer_type: Literal["number", "choice", "yesno", "math"] | None = None
+    # for `file` tasks: a registered answer type (number | choice | yesno | math)
+    answer_type: str | None = None
     fields: dict[str, str] = Field(default_factory=lambda: {"question": "question", "answer": "answer"})
     # which split of the source feeds train/val and which feeds test (file tasks
     # with one file get a seeded test carve-out instead)
     test_source: str | None = None
+    # for `gym` tasks: the reasoning-gym dataset name and its generator options (difficulty)
+    dataset: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("answer_type")
+    @classmethod
+    def _known_answer_type(cls, v: str | None) -> str | None:
+        from undo.grading import ANSWER_TYPES  # deferred: keeps config free of import cycles
+
+        if v is not None and v not in ANSWER_TYPES:
+            raise ValueError(f"unknown answer type; known: {', '.join(sorted(ANSWER_TYPES))}")
+        return v
 
 
 class SplitsConfig(Section):
@@ -57,11 +69,17 @@ class TeacherConfig(Section):
     dtype: str | None = None
     prompts: dict[str, str] = Field(default_factory=dict)  # name -> template path override
     few_shot: int = 0
+    # rationale style: stepwise (chain of thought) | concise (one equation per line, no prose):
+    # a 135M student imitates long LaTeX-laden explanations into rambling
+    style: Literal["stepwise", "concise"] = "stepwise"
     # USD per 1M tokens; {} = no cost estimate
     price: dict[str, float] = Field(default_factory=dict)
+    # distinct verified refined rationales kept per failed question (diverse reasoning);
+    # sampling gets max_attempts + refine_samples - 1 tries per question
+    refine_samples: int = 1
     history: bool = True  # show earlier refinements of the same question to the teacher
 
-    @field_validator("max_attempts", "concurrency", "batch_size")
+    @field_validator("max_attempts", "concurrency", "batch_size", "refine_samples")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1:
@@ -199,7 +217,7 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         key, _, value = item.partition("=")
         key = key.strip()
         if key not in _valid_keys(RunConfig) and not key.startswith(
-            ("task.fields.", "teacher.prompts.", "teacher.price.")
+            ("task.fields.", "task.config.", "teacher.prompts.", "teacher.price.")
         ):
             raise UserError(_unknown_key_message(key))
         out[key] = parse_value(value)

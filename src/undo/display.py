@@ -56,6 +56,19 @@ def metrics_table(rows: list[dict[str, Any]], title: str = "UNDO iterations") ->
     return table
 
 
+def headline_table(h: dict[str, Any]) -> Table:
+    """Base / one-shot / UNDO on test with 95% CIs: what a run ends with."""
+    table = Table(title="test accuracy, 95% bootstrap intervals over questions")
+    for header in ("student", "test acc", "95% CI", "vs one-shot", "95% CI"):
+        table.add_column(header, justify="right")
+    for r in h["rows"]:
+        diff = ((f"{r['diff_vs_oneshot']:+.1%}", f"[{r['diff_ci_low']:+.1%}, {r['diff_ci_high']:+.1%}]")
+                if "diff_vs_oneshot" in r else ("-", "-"))
+        table.add_row(r["arm"], f"{r['test_acc']:.1%} (n={r['n']})",
+                      f"[{r['ci_low']:.1%}, {r['ci_high']:.1%}]", *diff)
+    return table
+
+
 @contextmanager
 def stage(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
     """A progress bar for one stage; yields advance(k)."""

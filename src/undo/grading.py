@@ -1,19 +1,27 @@
-"""Answer extraction and comparison, one grader per answer type.
+"""Answer types: extraction, comparison, gold parsing and display, one record per type.
 
 The same rules serve teacher verification, student evaluation and the CLI, so a
 rationale that passes the teacher filter is graded identically when a student
-writes it. Every grader first looks for an explicit answer marker (last
+writes it. Every extractor first looks for an explicit answer marker (last
 "The answer is X" line, then the last \\boxed{X}, then the GSM8K "#### X") and
 only falls back to scanning the whole text when no marker yields an answer.
+
+Everything that depends on the answer type (the prompt's answer format, how a data
+file's gold is normalised, how gold is written on the answer line) lives in one
+`AnswerType` record, so a new type is one `register_answer_type` call.
 """
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from typing import Any
+
+from undo.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -23,14 +31,6 @@ class Verdict:
 
 
 Choices = list[str] | None
-
-
-@dataclass(frozen=True)
-class Grader:
-    """extract: text -> normalised answer; compare: (predicted, gold) -> correct."""
-
-    extract: Callable[[str, Choices], str | None]
-    compare: Callable[[str, str, Choices], bool]
 
 
 def answer_line(answer: str) -> str:
@@ -87,6 +87,17 @@ _NUMBER = re.compile(
     r"(?:\s*/\s*(?P<den>\d+(?:\.\d+)?))?"
 )
 _FRAC = re.compile(r"\\[dt]?frac\s*\{\s*(-?[\d.]+)\s*\}\s*\{\s*([\d.]+)\s*\}")
+# A ratio gold ("1/3") is an exact value; a prediction can only write it to finitely many digits.
+_RATIO_REL_TOL = Fraction(1, 10**9)
+# Decimal golds written with more digits than anyone computes (SVAMP's 0.3333333333333333)
+# are honoured to about 12 significant digits, not to their last float-repr digit.
+_DECIMAL_REL_TOL = Fraction(1, 10**12)
+
+
+@dataclass(frozen=True)
+class _Number:
+    value: Fraction  # exact, so large integers never lose digits to float rounding
+    places: int | None  # decimal places as written ("2.50" -> 2); None for a ratio such as "1/3"
 
 
 def _clean_numeric(text: str) -> str:
@@ -96,53 +107,96 @@ def _clean_numeric(text: str) -> str:
     return re.sub(r"\\?[$€£]|\\%|%", " ", text)  # currency / percent / LaTeX "$" delimiters
 
 
-def _numbers(text: str) -> list[float]:
-    values = []
+def _numbers(text: str) -> list[_Number]:
+    found = []
     for m in _NUMBER.finditer(_clean_numeric(text)):
-        value = float(m["num"])
+        value, places = Fraction(m["num"]), len(m["num"].partition(".")[2])
         if m["den"]:
-            if float(m["den"]) == 0:
+            if (den := Fraction(m["den"])) == 0:
                 continue
-            value /= float(m["den"])
-        values.append(-value if m["neg"] else value)
-    return values
+            value, places = value / den, None
+        found.append(_Number(-value if m["neg"] else value, places))
+    return found
 
 
-def _fmt(value: float) -> str:
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.10g}"
+def _fmt(value: Fraction) -> str:
+    """Integers exactly; other values to 15 significant digits, in plain (not E) notation."""
+    if value.denominator == 1:
+        return str(value.numerator)
+    with localcontext() as ctx:
+        ctx.prec = 15
+        decimal = (Decimal(value.numerator) / Decimal(value.denominator)).normalize()
+    return f"{decimal:f}"
 
 
 def _number_in_segment(seg: str) -> str | None:
     # GSM8K calculator tags "<<48/2=24>>" and asides like "8 (=2*4)" are working, not answers.
     core = re.sub(r"<<[^<>]*>>|\([^()]*\)", " ", seg)
     # "The answer is 12 apples * 3 = 36 apples" -> the result after the last "=".
-    values = _numbers(core.rpartition("=")[2]) or _numbers(seg)
-    return _fmt(values[0]) if values else None
+    found = _numbers(core.rpartition("=")[2]) or _numbers(seg)
+    return _fmt(found[0].value) if found else None
 
 
 def _extract_number(text: str, choices: Choices) -> str | None:
     found = _first(text, _number_in_segment)
     if found is None and (values := _numbers(text)):
-        found = _fmt(values[-1])
+        found = _fmt(values[-1].value)
     return found
 
 
 def _compare_number(predicted: str, gold: str, choices: Choices) -> bool:
-    gold_values = _numbers(gold)
-    if not gold_values:
+    """Exact for integer golds (a relative tolerance once passed 106501 for 106491); a decimal
+    gold to half a unit in its last written place; a ratio gold to a 1e-9 relative error."""
+    golds = _numbers(gold)
+    if not golds:
         return False
-    return math.isclose(float(predicted), gold_values[0], rel_tol=1e-4, abs_tol=1e-6)
+    try:
+        pred = Fraction(predicted)
+    except (ValueError, ZeroDivisionError):
+        return False
+    target = golds[0]
+    if target.value.denominator == 1:  # "51", "51.0", "1,080", "8/2"
+        return pred == target.value
+    if target.places is None:
+        return abs(pred - target.value) <= _RATIO_REL_TOL * abs(target.value)
+    half_unit = Fraction(1, 2 * 10**target.places)
+    return abs(pred - target.value) < max(half_unit, _DECIMAL_REL_TOL * abs(target.value))
+
+
+def format_number(value: Any) -> str:
+    """A dataset's numeric gold as plain text: 51.0 -> "51", "1,080" -> "1080", 1e-05 -> "0.00001"."""
+    text = str(value).replace(",", "").strip()
+    if re.fullmatch(r"[-+]?\d+", text):
+        return str(int(text))  # exact: float() would round integers past 2**53
+    try:
+        x = float(text)
+    except ValueError:
+        return text  # "1/3", "$5": left for the comparison's own number parsing
+    if x.is_integer():
+        return str(int(x))
+    return f"{Decimal(repr(x)):f}"  # repr is the shortest exact text; :f avoids "1e-05"
+
+
+def _parse_number_gold(raw: Any, choices: Choices, where: str) -> str:
+    text = format_number(raw)
+    if isinstance(raw, bool) or not _numbers(text):
+        raise UserError(f"{where}: answer {raw!r} is not a number")
+    return text
+
+
+def _display_plain(gold: str, choices: Choices) -> str:
+    return gold
 
 
 # --- multiple choice ------------------------------------------------------------
 
 _STRIP = " \t\n.,;:!?\"'`*_()[]"
+# The option letters the extractor recognises ("(A)".."(J)"); more options cannot be graded.
+_CHOICE_LETTERS = "ABCDEFGHIJ"
 
 
 def _letters(choices: Choices) -> str:
-    return "ABCDEFGHIJ"[: len(choices)] if choices else "ABCDE"
+    return _CHOICE_LETTERS[: len(choices)] if choices else "ABCDE"
 
 
 def _norm_text(text: str) -> str:
@@ -194,6 +248,32 @@ def _compare_choice(predicted: str, gold: str, choices: Choices) -> bool:
     return predicted in texts and texts[predicted] == texts[gold_letter]
 
 
+def _parse_choice_gold(raw: Any, choices: Choices, where: str) -> str:
+    """A letter ("B", "(b)"), a 0-based index, or an option's text -> the option's letter."""
+    if choices is None:
+        raise UserError("task.fields.choices is required when task.answer_type is 'choice'")
+    if len(choices) > len(_CHOICE_LETTERS):
+        raise UserError(f"{where}: {len(choices)} choices; at most {len(_CHOICE_LETTERS)} can be graded")
+    letters = _letters(choices)
+    text = str(raw).strip().strip("()").strip()
+    if len(text) == 1 and text.upper() in letters:
+        return text.upper()
+    if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(choices):
+        return letters[raw]
+    lowered = [c.strip().lower() for c in choices]
+    if text.lower() in lowered:
+        return letters[lowered.index(text.lower())]
+    raise UserError(f"{where}: answer {raw!r} is neither a choice letter nor an option's text")
+
+
+def _display_choice(gold: str, choices: Choices) -> str:
+    """'(B) library': the letter alone would teach the student to drop the option text."""
+    letters = _letters(choices)
+    if choices and len(gold) == 1 and gold in letters:
+        return f"({gold}) {choices[letters.index(gold)]}"
+    return gold
+
+
 # --- yes / no -------------------------------------------------------------------
 
 _YESNO = re.compile(r"\b(yes|no|true|false)\b", re.IGNORECASE)
@@ -220,6 +300,20 @@ def _extract_yesno(text: str, choices: Choices) -> str | None:
 
 def _compare_yesno(predicted: str, gold: str, choices: Choices) -> bool:
     return predicted == _TRUTH.get(str(gold).strip(_STRIP).lower())
+
+
+def parse_yesno(value: Any, where: str) -> str:
+    """A dataset's yes/no gold (bool, "Yes", "true", 1, ...) -> "yes" | "no"."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    verdict = _TRUTH.get(str(value).strip().lower().rstrip("."))
+    if verdict is None:
+        raise UserError(f"{where}: answer {value!r} is not yes/no")
+    return verdict
+
+
+def _display_yesno(gold: str, choices: Choices) -> str:
+    return gold.capitalize()  # "The answer is Yes." reads as a sentence
 
 
 # --- free-form math ---------------------------------------------------------------
@@ -257,34 +351,82 @@ def _compare_math(predicted: str, gold: str, choices: Choices) -> bool:
         return False
 
 
+def _parse_math_gold(raw: Any, choices: Choices, where: str) -> str:
+    text = str(raw).strip()
+    if not text:
+        raise UserError(f"{where}: empty answer")
+    return text
+
+
 # --- registry and public API --------------------------------------------------------
 
-GRADERS: dict[str, Grader] = {
-    "number": Grader(_extract_number, _compare_number),
-    "choice": Grader(_extract_choice, _compare_choice),
-    "yesno": Grader(_extract_yesno, _compare_yesno),
-    "math": Grader(_extract_math, _compare_math),
-}
+
+@dataclass(frozen=True)
+class AnswerType:
+    """Everything that depends on the kind of answer; registering one is all a new type needs."""
+
+    name: str
+    # model output -> normalised answer, None when nothing parses
+    extract: Callable[[str, Choices], str | None]
+    # (normalised prediction, gold, choices) -> correct
+    compare: Callable[[str, str, Choices], bool]
+    # what X should be in the prompts' "The answer is X."
+    answer_format: str
+    # a data file's raw gold value (+ choices, + `where` for the error) -> the normalised gold;
+    # raises UserError naming `where` when the value does not fit the type
+    parse_gold: Callable[[Any, Choices, str], str]
+    # the gold as written on the answer line: "(B) library", "Yes", "72"
+    display: Callable[[str, Choices], str]
+    letters: str | None = None  # the option letters, for types that have options
 
 
-def _grader(answer_type: str) -> Grader:
+ANSWER_TYPES: dict[str, AnswerType] = {}
+
+
+def register_answer_type(t: AnswerType) -> AnswerType:
+    ANSWER_TYPES[t.name] = t
+    return t
+
+
+def answer_type(name: str) -> AnswerType:
     try:
-        return GRADERS[answer_type]
+        return ANSWER_TYPES[name]
     except KeyError:
-        known = ", ".join(sorted(GRADERS))
-        raise ValueError(f"unknown answer_type {answer_type!r}; known: {known}") from None
+        known = ", ".join(sorted(ANSWER_TYPES))
+        raise ValueError(f"unknown answer_type {name!r}; known: {known}") from None
+
+
+register_answer_type(AnswerType(
+    "number", _extract_number, _compare_number, "the final number only", _parse_number_gold, _display_plain,
+))
+register_answer_type(AnswerType(
+    "choice", _extract_choice, _compare_choice, "the letter of the correct choice", _parse_choice_gold,
+    _display_choice, letters=_CHOICE_LETTERS,
+))
+register_answer_type(AnswerType(
+    "yesno", _extract_yesno, _compare_yesno, "Yes or No",
+    lambda raw, choices, where: parse_yesno(raw, where), _display_yesno,
+))
+register_answer_type(AnswerType(
+    "math", _extract_math, _compare_math, "the final expression in simplest form", _parse_math_gold,
+    _display_plain,
+))
+
+
+# grade() and extract_answer() keep their public `answer_type` parameter, which shadows the function.
+_answer_type = answer_type
 
 
 def extract_answer(text: str, answer_type: str, choices: list[str] | None = None) -> str | None:
-    grader = _grader(answer_type)
+    kind = _answer_type(answer_type)
     if not isinstance(text, str) or not text.strip():
         return None
-    return grader.extract(text, choices)
+    return kind.extract(text, choices)
 
 
 def grade(output: str, gold: str, answer_type: str, choices: list[str] | None = None) -> Verdict:
-    grader = _grader(answer_type)
+    kind = _answer_type(answer_type)
     predicted = extract_answer(output, answer_type, choices)
     if predicted is None or gold is None:
         return Verdict(False, predicted)
-    return Verdict(grader.compare(predicted, str(gold), choices), predicted)
+    return Verdict(kind.compare(predicted, str(gold), choices), predicted)

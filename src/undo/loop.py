@@ -300,10 +300,15 @@ class UndoRun:
             "iterations": rows,
             "best_student": str(self.store.path(best_k, "student")),
         }
-        write_json(self.store.root / "summary.json", summary)
-        from undo.report import write_report
+        from undo.report import headline, write_report
 
+        if cfg.loop.method == "undo":
+            summary["headline"] = headline(self.store.root, best_k)
+        write_json(self.store.root / "summary.json", summary)
         write_report(self.store.root)
+        if summary.get("headline", {}).get("rows"):
+            display.console.print(display.headline_table(summary["headline"]))
+            display.info(summary["headline"]["sentence"])
         display.info(f"best iteration {best_k} (val {best_val:.1%}, test "
                      f"{summary['best_test_acc']:.1%}); stopped: {stop_reason}")
         return summary

@@ -40,14 +40,16 @@ def mix_training_set(
         attempt = train_attempts.get(r.id)
         solved = bool(attempt and attempt["correct"])
         new = refined.get(r.id)
+        # every verified sample of a refinement is a training example (teacher.refine_samples)
+        refined_texts = (new.get("rationales") or [new["rationale"]]) if new and new.get("rationale") else []
         if policy == "accumulate":
-            if not solved and new and new.get("rationale"):
-                rows.append(_row(r, new["rationale"], "refined", iteration))
+            if not solved:
+                rows += [_row(r, t, "refined", iteration) for t in refined_texts]
             continue
         if solved and policy == "mix":
             rows.append(_row(r, attempt["output"].strip(), "student", iteration))
-        elif new and new.get("rationale"):
-            rows.append(_row(r, new["rationale"], "refined", iteration))
+        elif refined_texts:
+            rows += [_row(r, t, "refined", iteration) for t in refined_texts]
         elif r.id in latest_teacher:
             rows.append(_row(r, latest_teacher[r.id], "teacher", iteration))
         else:

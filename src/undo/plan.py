@@ -25,11 +25,12 @@ def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
         build_backend(cfg.teacher).health_check()
     n_train = len(splits["train"])
     t = cfg.teacher
-    calls_per_q = t.max_attempts + (1 if t.rationalize else 0)
+    explain_calls = t.max_attempts + (1 if t.rationalize else 0)
+    refine_calls = t.max_attempts + t.refine_samples - 1  # refinements are never rationalized
     iters = 1 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations + 1
     per_iter = []
     for k in range(iters):
-        calls = n_train * calls_per_q
+        calls = n_train * (explain_calls if k == 0 else refine_calls)
         prompt = EXPLAIN_PROMPT_TOKENS if k == 0 else REFINE_PROMPT_TOKENS
         per_iter.append({"iteration": k, "teacher_calls_max": calls,
                          "teacher_prompt_tokens_max": calls * prompt,

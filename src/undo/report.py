@@ -74,6 +74,8 @@ def write_report(run_dir: Path) -> Path:
         markdown_table(rows),
         "",
     ]
+    if summary.get("headline", {}).get("rows"):
+        md += [headline_markdown(summary["headline"]), ""]
     if plot:
         md.append(f"![accuracy]({plot})")
     text = "\n".join(md) + "\n"
@@ -93,6 +95,65 @@ def write_report(run_dir: Path) -> Path:
 
 
 # ---- comparisons -------------------------------------------------------------------
+
+
+def accuracy_ci(correct: list[bool], n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Accuracy with a 95% percentile bootstrap interval over questions."""
+    import numpy as np
+
+    xs = np.asarray(correct, dtype=float)
+    means = xs[np.random.default_rng(seed).integers(0, len(xs), size=(n_boot, len(xs)))].mean(axis=1)
+    lo, hi = np.percentile(means, [2.5, 97.5])
+    return float(xs.mean()), float(lo), float(hi)
+
+
+def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
+    """Base / one-shot / UNDO's best-by-val iteration on test, with 95% CIs, and one sentence.
+
+    The arms answer the same test questions, so differences are paired."""
+    def attempts(k: int | str) -> dict[str, bool] | None:
+        path = run_dir / ("base" if k == "base" else f"iter_{k}") / "attempts_test.jsonl"
+        return {a["id"]: bool(a["correct"]) for a in read_jsonl(path)} if path.exists() else None
+
+    oneshot = attempts(0)
+    if oneshot is None or best is None:
+        return {"rows": [], "sentence": ""}
+    ids = sorted(oneshot)
+    rows = []
+    for label, k in (("base student", "base"), ("one-shot (iteration 0)", 0),
+                     (f"UNDO (iteration {best}, best by val)", best)):
+        res = attempts(k)
+        if res is None or (k == best and best == 0):
+            continue
+        acc, lo, hi = accuracy_ci([res[i] for i in ids])
+        row: dict[str, Any] = {"arm": label, "iteration": k, "n": len(ids), "test_acc": acc,
+                               "ci_low": lo, "ci_high": hi}
+        if k != 0:
+            d, dlo, dhi = paired_bootstrap([oneshot[i] for i in ids], [res[i] for i in ids])
+            row.update(diff_vs_oneshot=d, diff_ci_low=dlo, diff_ci_high=dhi)
+        rows.append(row)
+    undo = next((r for r in rows if r["iteration"] == best and best != 0), None)
+    if undo is None:
+        sentence = ("No UNDO iteration beat one-shot on val, so the run's best student is the "
+                    "one-shot one.")
+    else:
+        d, lo, hi = undo["diff_vs_oneshot"], undo["diff_ci_low"], undo["diff_ci_high"]
+        verdict = ("the 95% interval excludes zero: a gain beyond question-sampling noise" if lo > 0
+                   else "the 95% interval excludes zero: UNDO did worse here" if hi < 0
+                   else "the 95% interval includes zero: not distinguishable from one-shot at this size")
+        sentence = (f"UNDO's iteration {best}, chosen on val, scores {d:+.1%} "
+                    f"[{lo:+.1%}, {hi:+.1%}] against one-shot on {len(ids)} test questions; {verdict}.")
+    return {"rows": rows, "sentence": sentence}
+
+
+def headline_markdown(h: dict[str, Any]) -> str:
+    lines = ["| student | test acc [95% CI] | vs one-shot [95% CI] |", "|---|---|---|"]
+    for r in h["rows"]:
+        diff = (f"{r['diff_vs_oneshot']:+.1%} [{r['diff_ci_low']:+.1%}, {r['diff_ci_high']:+.1%}]"
+                if "diff_vs_oneshot" in r else "-")
+        lines.append(f"| {r['arm']} | {r['test_acc']:.1%} [{r['ci_low']:.1%}, {r['ci_high']:.1%}] "
+                     f"(n={r['n']}) | {diff} |")
+    return "\n".join(lines) + "\n\n" + h["sentence"]
 
 
 def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[str, dict[str, bool]]:

@@ -8,6 +8,7 @@ for its longest row at full width until the very end; here the width shrinks.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -106,6 +107,21 @@ def _shared_prefix(prompts: list[list[int]]) -> int:
     return n if len(prompts) > 1 and n >= _MIN_SHARED_PREFIX else 0
 
 
+def _cache_kwarg(model: Any) -> str:
+    """transformers 5.x renamed forward's `past_key_values` to `cache` (the old name warns);
+    ask the unwrapped model which one it takes so every 5.x release works quietly."""
+    while hasattr(model, "get_base_model"):  # a PEFT wrapper forwards **kwargs
+        model = model.get_base_model()
+    return _forward_cache_kwarg(type(model))
+
+
+@functools.lru_cache(maxsize=8)
+def _forward_cache_kwarg(model_class: type) -> str:
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
 def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> tuple[Any, Any, Any]:
     """Run the prompts into `cache`; return (last logits, attention mask, last positions).
 
@@ -121,7 +137,7 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> t
     if shared:
         model(
             input_ids=torch.tensor([prompts[0][:shared]], device=device),
-            past_key_values=cache,
+            **{_cache_kwarg(model): cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -140,7 +156,7 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> t
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
+        **{_cache_kwarg(model): cache},
         use_cache=True,
         logits_to_keep=1,  # the prompt's other logits would be vocab x length of waste
     ).logits[:, -1, :]
@@ -198,7 +214,7 @@ def _generate_batch(
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=last_pos[:, None],
-                past_key_values=cache,
+                **{_cache_kwarg(model): cache},
                 use_cache=True,
             ).logits[:, -1, :]
 

@@ -7,7 +7,7 @@ import random
 
 from undo.config import RunConfig, TaskConfig
 from undo.errors import UserError
-from undo.tasks import builtin, file  # noqa: F401  (registers the built-in tasks)
+from undo.tasks import builtin, file, gym  # noqa: F401  (registers the built-in tasks)
 from undo.tasks.base import TASKS, Record, Task, student_messages
 
 __all__ = ["Record", "Task", "TASKS", "get_task", "make_splits", "student_messages"]
@@ -21,8 +21,12 @@ def get_task(cfg: TaskConfig) -> Task:
 
 
 def make_splits(cfg: RunConfig) -> dict[str, list[Record]]:
-    """train/val from the task's train pool (disjoint), test from its test split; seeded."""
+    """train/val from the task's train pool (disjoint), test from its test split; seeded.
+    A procedural task (gym) generates each split itself from the run seed."""
     task = get_task(cfg.task)
+    if task.generate is not None:
+        sizes = {"train": cfg.splits.train, "val": cfg.splits.val, "test": cfg.splits.test}
+        return task.generate(cfg.seed, sizes)
     pool = task.load(cfg.task.source, "train")
     test = task.load(cfg.task.test_source or cfg.task.source, "test")
     rng = random.Random(cfg.seed)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from undo.grading import Verdict, grade
+from undo.grading import Verdict, answer_type, grade
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
@@ -36,10 +36,8 @@ class Record:
         return text
 
     def gold_display(self) -> str:
-        """The gold answer as a human writes it: '(B) library' for choices."""
-        if self.choices and self.answer in LETTERS[: len(self.choices)]:
-            return f"({self.answer}) {self.choices[LETTERS.index(self.answer)]}"
-        return self.answer
+        """The gold answer as a human writes it: '(B) library' for choices, 'Yes' for yes/no."""
+        return answer_type(self.answer_type).display(self.answer, self.choices)
 
     def grade(self, output: str) -> Verdict:
         return grade(output, self.answer, self.answer_type, self.choices)
@@ -70,9 +68,8 @@ class Task:
     answer_type: str
     # load(source, part) -> records; part is "train" (the pool for train+val) or "test"
     load: Callable[[str | None, str], list[Record]]
-    hub_id: str
-    description: str = ""
-    has_test_split: bool = True  # False: test is a fixed seeded carve-out of the pool
+    # procedural tasks make every split themselves: (run seed, {split: size}) -> {split: records}
+    generate: Callable[[int, dict[str, int | None]], dict[str, list[Record]]] | None = None
 
 
 TASKS: dict[str, Callable[..., Task]] = {}

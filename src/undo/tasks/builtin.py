@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from pathlib import Path
 from typing import Any
 
 from undo.errors import UserError
+from undo.grading import format_number
+from undo.grading import parse_yesno as _yesno
 from undo.tasks.base import LETTERS, Record, Task, register_task
 from undo.tasks.readers import Row, field, hub_rows, read_rows
 
@@ -19,15 +22,6 @@ from undo.tasks.readers import Row, field, hub_rows, read_rows
 # seed makes the carve-out identical for every run and every arm of a comparison.
 CARVE_SEED = 1234
 CARVE_TEST_FRACTION = 0.3
-
-
-def format_number(value: Any) -> str:
-    text = str(value).replace(",", "").strip()
-    try:
-        x = float(text)
-    except ValueError:
-        return text
-    return str(int(x)) if x.is_integer() else repr(x)
 
 
 def stable_id(prefix: str, text: str) -> str:
@@ -78,14 +72,16 @@ def load_gsm8k(source: str | None, part: str) -> list[Record]:
             question=field(row, "question", where),
             answer=_gsm8k_answer(solution, where),
             answer_type="number",
-            meta={"gold_rationale": solution},
+            # a worked example for teacher.few_shot: calculator tags and the "#### N" line go,
+            # the answer line the teacher is asked for is added where it is used
+            meta={"gold_rationale": re.sub(r"<<[^<>]*>>", "", solution.rsplit("####", 1)[0]).strip()},
         ))
     return out
 
 
 @register_task("gsm8k")
 def gsm8k() -> Task:
-    return Task("gsm8k", "number", load_gsm8k, "openai/gsm8k", "grade-school math word problems")
+    return Task("gsm8k", "number", load_gsm8k)
 
 
 # --- SVAMP ----------------------------------------------------------------------------
@@ -113,7 +109,7 @@ def load_svamp(source: str | None, part: str) -> list[Record]:
 
 @register_task("svamp")
 def svamp() -> Task:
-    return Task("svamp", "number", load_svamp, "ChilleD/SVAMP", "arithmetic word problems with variations")
+    return Task("svamp", "number", load_svamp)
 
 
 # --- CommonsenseQA --------------------------------------------------------------------
@@ -157,22 +153,10 @@ def load_commonsenseqa(source: str | None, part: str) -> list[Record]:
 
 @register_task("commonsenseqa")
 def commonsenseqa() -> Task:
-    return Task("commonsenseqa", "choice", load_commonsenseqa, "tau/commonsense_qa",
-                "five-way multiple-choice commonsense questions")
+    return Task("commonsenseqa", "choice", load_commonsenseqa)
 
 
 # --- StrategyQA -----------------------------------------------------------------------
-
-
-def _yesno(value: Any, where: str) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    text = str(value).strip().lower().rstrip(".")
-    if text in ("yes", "true", "1"):
-        return "yes"
-    if text in ("no", "false", "0"):
-        return "no"
-    raise UserError(f"{where}: answer {value!r} is not yes/no")
 
 
 def load_strategyqa(source: str | None, part: str) -> list[Record]:
@@ -204,5 +188,4 @@ def load_strategyqa(source: str | None, part: str) -> list[Record]:
 
 @register_task("strategyqa")
 def strategyqa() -> Task:
-    return Task("strategyqa", "yesno", load_strategyqa, "ChilleD/StrategyQA",
-                "yes/no questions needing implicit multi-step reasoning")
+    return Task("strategyqa", "yesno", load_strategyqa)

@@ -7,8 +7,9 @@ from typing import Any
 
 from undo.config import TaskConfig
 from undo.errors import UserError
-from undo.tasks.base import LETTERS, Record, Task, register_task
-from undo.tasks.builtin import _yesno, carve, format_number, stable_id
+from undo.grading import ANSWER_TYPES, answer_type
+from undo.tasks.base import Record, Task, register_task
+from undo.tasks.builtin import carve, stable_id
 from undo.tasks.readers import field, read_rows
 
 
@@ -22,37 +23,17 @@ def _choices(raw: Any, where: str) -> list[str]:
     raise UserError(f"{where}: field 'choices' must be a list of option texts")
 
 
-def _choice_answer(value: Any, choices: list[str], where: str) -> str:
-    text = str(value).strip().strip("()").strip()
-    if len(text) == 1 and text.upper() in LETTERS[: len(choices)]:
-        return text.upper()
-    if isinstance(value, int) and 0 <= value < len(choices):
-        return LETTERS[value]
-    lowered = [c.strip().lower() for c in choices]
-    if text.lower() in lowered:
-        return LETTERS[lowered.index(text.lower())]
-    raise UserError(f"{where}: answer {value!r} is neither a choice letter nor an option's text")
-
-
 def file_records(path: Path, cfg: TaskConfig, rows: list | None = None) -> list[Record]:
     if cfg.answer_type is None:
-        raise UserError("task.answer_type is required for task 'file' (number|choice|yesno|math)")
+        raise UserError(f"task.answer_type is required for task 'file' ({'|'.join(ANSWER_TYPES)})")
+    kind = answer_type(cfg.answer_type)  # the config validator already rejected unknown names
     f = {"question": "question", "answer": "answer", **cfg.fields}
     out = []
     for where, row in rows if rows is not None else read_rows(path):
         question = str(field(row, f["question"], where))
         raw_answer = field(row, f["answer"], where)
         choices = _choices(field(row, f["choices"], where), where) if "choices" in f else None
-        if cfg.answer_type == "number":
-            answer = format_number(raw_answer)
-        elif cfg.answer_type == "choice":
-            if choices is None:
-                raise UserError("task.fields.choices is required when task.answer_type is 'choice'")
-            answer = _choice_answer(raw_answer, choices, where)
-        elif cfg.answer_type == "yesno":
-            answer = _yesno(raw_answer, where)
-        else:
-            answer = str(raw_answer).strip()
+        answer = kind.parse_gold(raw_answer, choices, where)
         rid = str(field(row, f["id"], where)) if "id" in f else stable_id(path.stem, question)
         out.append(Record(rid, question, answer, cfg.answer_type, choices))
     ids = [r.id for r in out]
@@ -75,4 +56,4 @@ def file_task(cfg: TaskConfig) -> Task:
         # one file, no test split: the same fixed carve-out as SVAMP
         return file_records(path, cfg, carve(read_rows(path), part))
 
-    return Task("file", cfg.answer_type or "number", load, "", "a user's own data file")
+    return Task("file", cfg.answer_type or "number", load)

@@ -14,13 +14,6 @@ from undo.errors import UserError
 TEMPLATE_DIR = Path(__file__).parent / "prompts"
 TEMPLATES = ("explain", "refine", "rationalize")
 
-ANSWER_FORMAT = {
-    "number": "the final number only",
-    "choice": "the letter of the correct choice",
-    "yesno": "Yes or No",
-    "math": "the final expression in simplest form",
-}
-
 
 @lru_cache(maxsize=32)
 def _load(path: str) -> jinja2.Template:
@@ -33,10 +26,18 @@ def _load(path: str) -> jinja2.Template:
         raise UserError(f"{path}:{e.lineno}: template syntax error: {e.message}") from None
 
 
-def render(name: str, overrides: dict[str, str], **context: Any) -> str:
+STYLES = ("stepwise", "concise")  # teacher.style: which shipped family of templates
+
+
+def template_path(name: str, style: str = "stepwise") -> Path:
+    """The shipped template: `explain.j2` (stepwise) or `explain.concise.j2` (concise)."""
+    return TEMPLATE_DIR / (f"{name}.j2" if style == "stepwise" else f"{name}.{style}.j2")
+
+
+def render(name: str, overrides: dict[str, str], style: str = "stepwise", **context: Any) -> str:
     if name not in TEMPLATES:
         raise UserError(f"unknown prompt '{name}' (known: {', '.join(TEMPLATES)})")
-    path = overrides.get(name) or str(TEMPLATE_DIR / f"{name}.j2")
+    path = overrides.get(name) or str(template_path(name, style))
     try:
         return _load(path).render(**context).strip()
     except jinja2.UndefinedError as e:

@@ -20,11 +20,11 @@ from typing import Any
 
 from undo.config import TeacherConfig
 from undo.errors import UserError
-from undo.grading import answer_line
+from undo.grading import answer_line, answer_type
 from undo.runstore import append_jsonl, read_jsonl
 from undo.tasks.base import Record
 from undo.teacher.base import Request, SamplingParams, Usage
-from undo.teacher.prompts import ANSWER_FORMAT, leaks_hint, render
+from undo.teacher.prompts import leaks_hint, render
 
 # final verdicts written per question
 VERIFIED, RATIONALIZED, FAILED = "verified", "rationalized", "failed"
@@ -41,16 +41,23 @@ class TeachItem:
 
 
 def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dict]) -> list[dict]:
+    """The chat for one request. Worked examples (explain only) are earlier user/assistant
+    turns: a small chat teacher copies a demonstrated answer far more reliably than one
+    described inside a single message."""
     r = item.record
-    ctx = {
-        "question": r.prompt(),
-        "gold": r.gold_display(),
-        "answer_format": ANSWER_FORMAT.get(r.answer_type, "the final answer"),
-        # a worked example is never the question itself: that would hand over its answer
-        "examples": [e for e in examples if e["question"] != r.prompt()] if mode == "explain" else [],
-        **item.context,
-    }
-    return [{"role": "user", "content": render(mode, cfg.prompts, **ctx)}]
+    fmt = answer_type(r.answer_type).answer_format
+
+    def user(question: str, **extra: Any) -> dict[str, str]:
+        ctx = {"question": question, "gold": r.gold_display(), "answer_format": fmt, "examples": [],
+               **extra}
+        return {"role": "user", "content": render(mode, cfg.prompts, cfg.style, **ctx)}
+
+    turns: list[dict[str, str]] = []
+    if mode == "explain":
+        for e in examples:
+            if e["question"] != r.prompt():  # never the question itself: that hands over its answer
+                turns += [user(e["question"]), {"role": "assistant", "content": e["rationale"]}]
+    return [*turns, user(r.prompt(), **item.context)]
 
 
 def _sampling(cfg: TeacherConfig, attempt: int) -> SamplingParams:
@@ -66,17 +73,15 @@ def with_answer_line(text: str, record: Record) -> str:
     write (teachers often close with \\boxed{} instead), so its answers stop cleanly."""
     if _HAS_ANSWER_LINE.search(text):
         return text
-    answer = record.gold_display()
-    if record.answer_type == "yesno":
-        answer = answer.capitalize()
-    return f"{text.rstrip()}\n{answer_line(answer)}"
+    return f"{text.rstrip()}\n{answer_line(record.gold_display())}"
 
 
 def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
     """Up to n worked examples for the explain prompt, from gold rationales (GSM8K has them)."""
     if n <= 0:
         return []
-    examples = [{"question": r.prompt(), "rationale": r.meta["gold_rationale"]}
+    # each ends with the answer line the teacher is asked to write, so the format is shown too
+    examples = [{"question": r.prompt(), "rationale": with_answer_line(r.meta["gold_rationale"], r)}
                 for r in records if r.meta.get("gold_rationale")][:n]
     if not examples:
         raise UserError("teacher.few_shot needs gold rationales, which this task does not provide "
@@ -109,20 +114,25 @@ def generate_rationales(
 ) -> list[dict[str, Any]]:
     """Write one row per question to out_path (append, resumable); return all rows.
 
-    Rows: id, question, answer, rationale (None if failed), verdict, reason, mode,
+    Rows: id, question, answer, rationale (None if failed), rationales (every distinct
+    verified text: up to `teacher.refine_samples` for refinements), verdict, reason, mode,
     attempts [{attempt, mode, text, predicted, correct, reason}], usage.
     """
     done = {row["id"]: row for row in read_jsonl(out_path)}
     pending = [it for it in items if it.record.id not in done]
     total_requests = 0
 
+    verified: dict[str, list[str]] = {}  # id -> distinct verified texts so far
+
     def finish(item: TeachItem, rationale: str | None, verdict: str, reason: str) -> None:
+        texts = verified.get(item.record.id) or ([rationale] if rationale else [])
         row = {
             "id": item.record.id,
             "question": item.record.question,
             "answer": item.record.answer,
             "choices": item.record.choices,
             "rationale": rationale,
+            "rationales": texts,
             "verdict": verdict,
             "reason": reason,
             "mode": item.mode,
@@ -153,18 +163,28 @@ def generate_rationales(
                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
                 "cached": c.cached,
             })
-            if ok:
+            texts = verified.setdefault(it.record.id, [])
+            if ok and (text := with_answer_line(c.text, it.record)) not in texts:
+                texts.append(text)
+            if len(texts) >= wanted(mode):
                 verdict = RATIONALIZED if mode == "rationalize" else VERIFIED
-                finish(it, with_answer_line(c.text, it.record), verdict, "ok")
+                finish(it, texts[0], verdict, "ok")
             else:
                 unsolved.append(it)
         return unsolved
 
+    def wanted(mode: str) -> int:
+        return cfg.refine_samples if mode == "refine" else 1
+
     for mode in ("explain", "refine"):
         todo = [it for it in pending if it.mode == mode]
-        for attempt in range(cfg.max_attempts):
+        # k verified samples need at least k attempts: the budget grows with refine_samples
+        for attempt in range(cfg.max_attempts + wanted(mode) - 1):
             if todo:
                 todo = run_round(todo, mode, attempt)
+        for it in [it for it in todo if verified.get(it.record.id)]:
+            finish(it, verified[it.record.id][0], VERIFIED, "ok")  # fewer than k, but some
+        todo = [it for it in todo if not verified.get(it.record.id)]
         # refine prompts already carry the gold answer; a plain rationalization there would
         # ignore the student's feedback and (greedy, cached) repeat iteration 0's text
         if todo and cfg.rationalize and mode == "explain":

@@ -1,0 +1,83 @@
+"""The `gym` task: seeded, disjoint generated splits, and grading that agrees with reasoning-gym."""
+
+from __future__ import annotations
+
+import pytest
+
+from undo.config import load_config
+from undo.errors import UserError
+from undo.grading import answer_line, grade
+from undo.tasks import make_splits
+from undo.tasks.gym import GOLD_RATIONALES, create
+
+reasoning_gym = pytest.importorskip("reasoning_gym", reason="pip install 'undo-distill[gym]'")
+
+CHAIN = ["task.name=gym", "task.dataset=chain_sum", "task.config.min_terms=3", "task.config.max_terms=3",
+         "task.config.min_digits=1", "task.config.max_digits=2"]
+
+
+def _splits(*extra: str) -> dict:
+    return make_splits(load_config(overrides=[*CHAIN, "splits.train=300", "splits.val=100",
+                                              "splits.test=200", *extra]))
+
+
+def test_splits_are_sized_disjoint_and_seeded() -> None:
+    a = _splits()
+    assert {k: len(v) for k, v in a.items()} == {"train": 300, "val": 100, "test": 200}
+    questions = {k: {r.question for r in v} for k, v in a.items()}
+    assert all(len(q) == len(a[k]) for k, q in questions.items())  # no repeats inside a split
+    assert not questions["train"] & questions["val"]
+    assert not questions["train"] & questions["test"]
+    assert not questions["val"] & questions["test"]
+    again = _splits()
+    assert [r.to_dict() for r in again["train"]] == [r.to_dict() for r in a["train"]]
+    other = _splits("seed=1")
+    assert [r.question for r in other["test"]] != [r.question for r in a["test"]]
+    # test does not depend on how much train/val is asked for
+    small = make_splits(load_config(overrides=[*CHAIN, "splits.train=5", "splits.val=5", "splits.test=200"]))
+    assert [r.id for r in small["test"]] == [r.id for r in a["test"]]
+    r = a["train"][0]
+    assert r.answer_type == "number" and r.grade(answer_line(r.answer)).correct
+    assert r.meta["gym_dataset"] == "chain_sum" and r.meta["gold_rationale"]
+
+
+def test_gold_rationales_reach_the_gold_answer() -> None:
+    for r in _splits()["train"][:100]:
+        assert r.grade(r.meta["gold_rationale"]).correct, r.meta["gold_rationale"]
+
+
+@pytest.mark.parametrize("dataset,options", [
+    ("chain_sum", {"min_terms": 2, "max_terms": 4, "min_digits": 1, "max_digits": 3}),
+    ("leg_counting", {"min_animals": 2, "max_animals": 3, "max_instances": 5}),
+])
+def test_our_verdict_agrees_with_score_answer(dataset: str, options: dict) -> None:
+    """On 250 generated items, five candidate answers each (the gold and four wrong numbers),
+    our grader's verdict on 'The answer is X.' equals the dataset's own score_answer == 1."""
+    ds = create(dataset, options, seed=7, size=250)
+    checked = disagreements = 0
+    for entry in ds:
+        gold = int(entry["answer"])
+        for candidate in {gold, gold + 1, gold - 1, gold + 10, 10 * gold + 3}:
+            ours = grade(f"Working...\n{answer_line(str(candidate))}", entry["answer"], "number").correct
+            theirs = ds.score_answer(str(candidate), entry) == 1.0
+            checked += 1
+            disagreements += ours != theirs
+        if dataset in GOLD_RATIONALES:
+            assert grade(GOLD_RATIONALES[dataset](entry), entry["answer"], "number").correct
+    assert checked >= 1000 and disagreements == 0
+
+
+def test_bad_gym_settings_are_one_line_errors() -> None:
+    with pytest.raises(UserError, match="task.dataset is required"):
+        make_splits(load_config(overrides=["task.name=gym"]))
+    with pytest.raises(UserError, match="did you mean 'chain_sum'"):
+        make_splits(load_config(overrides=["task.name=gym", "task.dataset=chain_sums"]))
+    with pytest.raises(UserError, match=r"task.config.max_termz: not an option"):
+        make_splits(load_config(overrides=[*CHAIN, "task.config.max_termz=3"]))
+    with pytest.raises(UserError, match="splits.test must be a number"):
+        make_splits(load_config(overrides=[*CHAIN, "splits.test=null"]))
+    # 1-digit sums of 2 terms: far fewer distinct questions than asked for
+    with pytest.raises(UserError, match="distinct"):
+        make_splits(load_config(overrides=["task.name=gym", "task.dataset=chain_sum", "task.config.min_terms=2",
+                                           "task.config.max_terms=2", "task.config.min_digits=1",
+                                           "task.config.max_digits=1", "splits.test=500"]))
