@@ -145,3 +145,21 @@ def test_bad_config_is_one_clear_error(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == (f"error: {bad}: unknown config key 'loop.patiance' "
                                 "(did you mean 'loop.patience'?)")
+
+
+def test_resume_accepts_a_config_saved_before_a_new_key_existed(tmp_path):
+    """A key added to undo after a run started takes its default, as it did then; a key
+    whose saved value differs is still refused."""
+    import yaml
+
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=4",
+                                                      "splits.val=2", "splits.test=2"])
+    saved = cfg.model_dump(mode="json")
+    del saved["teacher"]["refine_samples"]
+    cfg.run_dir.mkdir(parents=True)
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    UndoRun(cfg).prepare()
+    saved["teacher"]["max_tokens"] = 7
+    (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
+    with pytest.raises(UserError, match="teacher.max_tokens"):
+        UndoRun(cfg).prepare()

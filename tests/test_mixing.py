@@ -74,3 +74,30 @@ def test_every_verified_refinement_sample_is_a_training_example():
         rows, counts = mix_training_set(policy, 1, TRAIN, ATTEMPTS, refined, LATEST, [])
         assert [r["rationale"][0] for r in rows if r["id"] == "q1"] == ["a", "b"], policy
         assert counts["refined"] == 2
+
+
+def test_headline_rows_and_sentence(tmp_path):
+    import json
+
+    from undo.report import headline, headline_markdown
+
+    def write(part: str, correct: list[bool]) -> None:
+        (tmp_path / part).mkdir()
+        with (tmp_path / part / "attempts_test.jsonl").open("w") as f:
+            for i, c in enumerate(correct):
+                f.write(json.dumps({"id": f"q{i}", "correct": c}) + "\n")
+
+    write("base", [False] * 200)
+    write("iter_0", [i % 4 == 0 for i in range(200)])  # 25 %
+    write("iter_1", [i % 2 == 0 for i in range(200)])  # 50 %: every one-shot success kept
+    h = headline(tmp_path, best=1)
+    assert [r["arm"] for r in h["rows"]] == ["base student", "one-shot (iteration 0)",
+                                             "UNDO (iteration 1, best by val)"]
+    undo = h["rows"][2]
+    assert undo["test_acc"] == 0.5 and abs(undo["diff_vs_oneshot"] - 0.25) < 1e-9
+    assert undo["diff_ci_low"] > 0 and "excludes zero: a gain" in h["sentence"]
+    assert "UNDO (iteration 1" in headline_markdown(h)
+    # best by val is iteration 0: no UNDO row, and the sentence says so
+    h0 = headline(tmp_path, best=0)
+    assert [r["arm"] for r in h0["rows"]] == ["base student", "one-shot (iteration 0)"]
+    assert "one-shot one" in h0["sentence"]

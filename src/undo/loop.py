@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from undo import display
 from undo.config import RunConfig, config_to_yaml
 from undo.errors import UserError
@@ -73,6 +75,10 @@ class UndoRun:
         current = self.cfg.model_dump(mode="json")
         if cfg_path.exists():
             saved = yaml.safe_load(cfg_path.read_text())
+            try:  # a key added to undo since the run started takes its default, as it did then
+                saved = RunConfig.model_validate(saved).model_dump(mode="json")
+            except ValidationError:
+                pass  # a key removed since: the plain comparison below names it
             diff = _diff_keys(_comparable(saved), _comparable(current))
             if diff:
                 raise UserError(

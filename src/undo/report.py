@@ -120,10 +120,12 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
         return {"rows": [], "sentence": ""}
     ids = sorted(oneshot)
     rows = []
-    for label, k in (("base student", "base"), ("one-shot (iteration 0)", 0),
-                     (f"UNDO (iteration {best}, best by val)", best)):
+    arms: list[tuple[str, int | str]] = [("base student", "base"), ("one-shot (iteration 0)", 0)]
+    if best != 0:  # otherwise the best student is the one-shot one, already a row
+        arms.append((f"UNDO (iteration {best}, best by val)", best))
+    for label, k in arms:
         res = attempts(k)
-        if res is None or (k == best and best == 0):
+        if res is None:
             continue
         acc, lo, hi = accuracy_ci([res[i] for i in ids])
         row: dict[str, Any] = {"arm": label, "iteration": k, "n": len(ids), "test_acc": acc,
