@@ -34,10 +34,12 @@ from undo.report import accuracy_ci, paired_bootstrap, test_attempts  # noqa: E4
 from undo.runstore import read_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
-# preset -> (config file, overrides); sizes come from the command line
+# preset -> (config file, overrides incl. default sizes); --train/--val/--test override the sizes
 PRESETS: dict[str, tuple[str, list[str]]] = {
-    "chain_sum": ("configs/demo.yaml", []),
-    "svamp": ("configs/demo.yaml", ["task.name=svamp", "task.source=../shared/data/svamp",
+    "chain_sum": ("configs/demo.yaml", ["splits.val=100", "splits.test=500"]),
+    # SVAMP's whole 700-question pool (train = pool minus val) and its 300-question test carve-out
+    "svamp": ("configs/demo.yaml", ["task.name=svamp", "task.source=../shared/data/svamp", "task.dataset=null",
+                                    "task.config={}", "splits.train=null", "splits.val=100", "splits.test=300",
                                     "teacher.style=stepwise", "teacher.few_shot=0",
                                     "teacher.max_tokens=256", "student.max_new_tokens=192"]),
 }
@@ -85,6 +87,9 @@ def plot(per_seed: list[dict[str, dict[str, bool]]], iters: int, label: str, out
     ax.plot(ks, [s[0] for s in stats], "o-", color="C0", label="UNDO iteration (0 = one-shot)")
     ax.fill_between(ks, [s[1] for s in stats], [s[2] for s in stats], color="C0", alpha=0.2,
                     label="95 % CI (bootstrap over questions)")
+    for i, arms in enumerate(per_seed):  # the seed spread: each seed's own curve, faint
+        ax.plot(ks, [sum(arms[f"iter_{k}"].values()) / len(arms[f"iter_{k}"]) for k in ks], ".:", color="C0",
+                alpha=0.35, lw=0.8, label="single seeds" if i == 0 else None)
     for arm, color, name in (("iter_0", "C1", "one-shot"), ("matched", "C3", "one-shot, matched steps"),
                              ("base", "C7", "base student")):
         acc, lo, hi = pooled_ci(per_seed, arm)
@@ -105,17 +110,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="chain_sum")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--train", type=int, default=None, help="default: the config's splits.train")
-    ap.add_argument("--val", type=int, default=100)
-    ap.add_argument("--test", type=int, default=500)
+    ap.add_argument("--train", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--val", type=int, default=None, help="default: the preset's (100)")
+    ap.add_argument("--test", type=int, default=None, help="default: the preset's")
     ap.add_argument("--iters", type=int, default=2)
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
     args = ap.parse_args()
     config, preset = PRESETS[args.preset]
     out_dir = ROOT / "out" / "quality" / args.preset
-    sizes = [f"splits.val={args.val}", f"splits.test={args.test}"]
-    if args.train is not None:
-        sizes.append(f"splits.train={args.train}")
+    sizes = [f"splits.{k}={v}" for k, v in (("train", args.train), ("val", args.val), ("test", args.test))
+             if v is not None]
     t0 = time.time()
     per_seed: list[dict[str, dict[str, bool]]] = []
     seed_rows = []
@@ -125,6 +129,8 @@ def main() -> None:
                                                       f"loop.max_iterations={args.iters}", "loop.patience=99"])
         UndoRun(undo_cfg).run()
         undo_dir = undo_cfg.run_dir
+        used = {split: sum(1 for _ in (undo_dir / "splits" / f"{split}.jsonl").open())
+                for split in ("train", "val", "test")}
         matched_cfg = load_config(ROOT.parent / config, [
             *common, f"name=matched-s{seed}", "loop.method=oneshot", "loop.eval_base=false",
             f"train.match_steps_of={undo_dir}"])
@@ -137,7 +143,7 @@ def main() -> None:
                           **{arm: sum(v.values()) / len(v) for arm, v in arms.items()}})
         print(json.dumps(seed_rows[-1]), flush=True)
     results: dict[str, Any] = {
-        "preset": args.preset, "seeds": args.seeds, "sizes": sizes, "iters": args.iters,
+        "preset": args.preset, "seeds": args.seeds, "sizes": used, "iters": args.iters,
         "overrides": [*preset, *args.set], "per_seed": seed_rows,
         "undo_best_vs_matched": pooled(per_seed, "matched", "undo_best"),
         "undo_best_vs_oneshot": pooled(per_seed, "iter_0", "undo_best"),
@@ -150,7 +156,8 @@ def main() -> None:
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
     png = ROOT / f"quality_{args.preset}.png"
     plot(per_seed, args.iters, args.preset, png)
-    lines = [f"# {args.preset}: seeds {args.seeds}, {' '.join(sizes)}, iterations 0..{args.iters}", "",
+    shown = ", ".join(f"{k} {v}" for k, v in used.items())
+    lines = [f"# {args.preset}: seeds {args.seeds}, {shown} questions per seed, iterations 0..{args.iters}", "",
              "| arm | pooled test acc [95 % CI] | per seed |", "|---|---|---|"]
     arms_shown = ["base", "iter_0", "matched", *[f"iter_{k}" for k in range(1, args.iters + 1)], "undo_best"]
     for arm in arms_shown:

@@ -161,8 +161,8 @@ def test_refine_samples_asks_for_k_distinct_verified_texts(server, tmp_path):
     identically every time), and a question with fewer than k still keeps what verified."""
     # the shipped refine prompt holds the gold, which this server's answer depends on
     refine = tmp_path / "refine.j2"
-    refine.write_text("{{ question }} The student wrote: {{ student_attempt }} Show every step of the "
-                      "count again, one animal at a time, so that the student can follow it.")
+    refine.write_text("{{ question }} A learner wrote: {{ student_attempt }} Show every step of the "
+                      "count again, one animal at a time, so that a learner can follow it.")
     teacher, cfg = teacher_for(server.url, tmp_path, refine_samples=2, prompts={"refine": str(refine)})
     ctx = {"previous_rationale": None, "history": [], "student_attempt": "It said 1.",
            "profile": None}

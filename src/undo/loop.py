@@ -211,8 +211,9 @@ class UndoRun:
         t0 = time.time()
         cfg, train = self.cfg, self.splits["train"]
         metrics: dict[str, Any] = {"iteration": k}
+        # worked examples show the solution format in every teacher prompt, refinements included
+        shots = few_shot_examples(train, cfg.teacher.few_shot)
         if k == 0:
-            shots = few_shot_examples(train, cfg.teacher.few_shot)
             rows = self.teach(0, [TeachItem(r) for r in train], "teacher explains", shots)
             data, counts = mix_training_set("replace", 0, train, {}, {},
                                             {r["id"]: r["rationale"] for r in rows
@@ -230,7 +231,7 @@ class UndoRun:
                                       cfg.seed + k) if cfg.loop.val_errors_shown else None
             history = self.teacher_history(k)
             items = refine_items(train, diag, history, profile, cfg.teacher.history)
-            refined = {r["id"]: r for r in self.teach(k, items, "teacher refines")}
+            refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
             metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
             metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
             latest = {i: h[-1]["rationale"] for i, h in history.items()}

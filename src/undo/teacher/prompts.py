@@ -47,14 +47,19 @@ def render(name: str, overrides: dict[str, str], style: str = "stepwise", **cont
 # Phrases by which a teacher that saw the gold answer gives it away instead of deriving it.
 _LEAK = re.compile(
     r"\b(as given|as stated|we are (told|given) (that )?the (correct )?answer|the answer (was|is) "
-    r"(given|provided)|the hint|given (correct )?answer|correct answer (provided|given))\b",
+    r"(given|provided)|the hint|given (correct )?answer|correct answer (provided|given)|correct answer is"
+    # a rationale is what the student will imitate: one that talks about "the student" is
+    # feedback addressed to us, not a solution
+    r"|the student('s)?)\b",
     re.IGNORECASE,
 )
 _ANSWER_TAIL = re.compile(r"the answer is[^\n]*$", re.IGNORECASE)
 MIN_REASONING_WORDS = 12
+MIN_CALCULATIONS = 2  # or this many "=" steps: a concise rationale is short but still derives
 
 
 def leaks_hint(text: str) -> bool:
     """True when a hinted rationale states the answer without reasoning its way there."""
     body = _ANSWER_TAIL.sub("", text.strip())
-    return bool(_LEAK.search(text)) or len(body.split()) < MIN_REASONING_WORDS
+    derives = len(body.split()) >= MIN_REASONING_WORDS or body.count("=") >= MIN_CALCULATIONS
+    return bool(_LEAK.search(text)) or not derives

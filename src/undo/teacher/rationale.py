@@ -41,23 +41,22 @@ class TeachItem:
 
 
 def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dict]) -> list[dict]:
-    """The chat for one request. Worked examples (explain only) are earlier user/assistant
-    turns: a small chat teacher copies a demonstrated answer far more reliably than one
-    described inside a single message."""
+    """The chat for one request. Worked examples come first as earlier user/assistant turns
+    (asked with the explain prompt, whatever the mode): a small chat teacher copies a
+    demonstrated solution format far more reliably than one described in words."""
     r = item.record
     fmt = answer_type(r.answer_type).answer_format
 
-    def user(question: str, **extra: Any) -> dict[str, str]:
+    def user(template: str, question: str, **extra: Any) -> dict[str, str]:
         ctx = {"question": question, "gold": r.gold_display(), "answer_format": fmt, "examples": [],
                **extra}
-        return {"role": "user", "content": render(mode, cfg.prompts, cfg.style, **ctx)}
+        return {"role": "user", "content": render(template, cfg.prompts, cfg.style, **ctx)}
 
     turns: list[dict[str, str]] = []
-    if mode == "explain":
-        for e in examples:
-            if e["question"] != r.prompt():  # never the question itself: that hands over its answer
-                turns += [user(e["question"]), {"role": "assistant", "content": e["rationale"]}]
-    return [*turns, user(r.prompt(), **item.context)]
+    for e in examples:
+        if e["question"] != r.prompt():  # never the question itself: that hands over its answer
+            turns += [user("explain", e["question"]), {"role": "assistant", "content": e["rationale"]}]
+    return [*turns, user(mode, r.prompt(), **item.context)]
 
 
 def _sampling(cfg: TeacherConfig, attempt: int) -> SamplingParams:
