@@ -40,6 +40,7 @@ VARIANTS: dict[str, list[str]] = {
     "k3": ["teacher.refine_samples=3"],
     "refine-stepwise": [f"teacher.prompts.refine={REFINE_STEPWISE}"],
     "no-profile": ["loop.val_errors_shown=0"],
+    "continue-k3": ["loop.student_init=continue", "train.epochs=1", "teacher.refine_samples=3"],
 }
 
 

@@ -113,7 +113,7 @@ def main() -> None:
     ap.add_argument("--train", type=int, default=None, help="default: the preset's")
     ap.add_argument("--val", type=int, default=None, help="default: the preset's (100)")
     ap.add_argument("--test", type=int, default=None, help="default: the preset's")
-    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--iters", type=int, default=1, help="UNDO iterations after one-shot (each ~5 min a seed)")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
     args = ap.parse_args()
     config, preset = PRESETS[args.preset]

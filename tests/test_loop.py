@@ -163,3 +163,25 @@ def test_resume_accepts_a_config_saved_before_a_new_key_existed(tmp_path):
     (cfg.run_dir / "config.yaml").write_text(yaml.safe_dump(saved))
     with pytest.raises(UserError, match="teacher.max_tokens"):
         UndoRun(cfg).prepare()
+
+
+def test_refine_epochs_apply_to_iterations_after_the_first(tmp_path, monkeypatch):
+    import undo.student.fit as fit_module
+
+    seen: dict = {}
+
+    def fake_fit(examples, out_dir, cfg, init_from):
+        seen[out_dir.parent.name] = (cfg.train.epochs, init_from)
+        out_dir.mkdir(parents=True)
+        (out_dir / "train_result.json").write_text('{"steps": 1}')
+
+    monkeypatch.setattr(fit_module, "fit", fake_fit)
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        f"output.dir={tmp_path}", "splits.train=4", "splits.val=2", "splits.test=2", "train.epochs=3",
+        "train.refine_epochs=1"])
+    run = UndoRun(cfg)
+    run.prepare()
+    rows = [{"id": r.id, "rationale": "1 + 1 = 2\nThe answer is 2."} for r in run.splits["train"]]
+    run.train(0, rows, "base-model")
+    run.train(1, rows, "previous-student")
+    assert seen == {"iter_0": (3.0, "base-model"), "iter_1": (1.0, "previous-student")}

@@ -97,7 +97,8 @@ def test_headline_rows_and_sentence(tmp_path):
     assert undo["test_acc"] == 0.5 and abs(undo["diff_vs_oneshot"] - 0.25) < 1e-9
     assert undo["diff_ci_low"] > 0 and "excludes zero: a gain" in h["sentence"]
     assert "UNDO (iteration 1" in headline_markdown(h)
-    # best by val is iteration 0: no UNDO row, and the sentence says so
+    # best by val is iteration 0: the last UNDO iteration is still shown, marked not chosen
     h0 = headline(tmp_path, best=0)
-    assert [r["arm"] for r in h0["rows"]] == ["base student", "one-shot (iteration 0)"]
-    assert "one-shot one" in h0["sentence"]
+    assert [r["arm"] for r in h0["rows"]] == ["base student", "one-shot (iteration 0)",
+                                              "UNDO (iteration 1, not chosen: val below one-shot)"]
+    assert "not chosen" in h0["sentence"] and "+25.0%" in h0["sentence"]

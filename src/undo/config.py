@@ -106,6 +106,9 @@ class StudentConfig(Section):
 
 class TrainConfig(Section):
     epochs: float = 3.0
+    # epochs for iterations >= 1; None = epochs. With loop.student_init=continue the student
+    # already knows iteration 0's data, so a shorter pass on the new mix suffices
+    refine_epochs: float | None = None
     max_steps: int = -1
     lr: float = 2.0e-4
     scheduler: str = "cosine"

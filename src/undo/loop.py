@@ -172,6 +172,9 @@ class UndoRun:
                             "(see rationales.jsonl for why each question failed)")
         self._student = None  # training needs the memory more than the cached student
         cfg = self.cfg
+        if k not in (0, "base") and cfg.train.refine_epochs is not None:
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+                update={"epochs": cfg.train.refine_epochs})})
         if cfg.train.match_steps_of:
             steps = matched_steps(Path(cfg.train.match_steps_of))
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(

@@ -7,12 +7,15 @@ before use: the teacher's packaging is obscure, so any other bytes are refused.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
 import shutil
 import sys
 import tempfile
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,6 +250,16 @@ def _has_tokenizer(folder: str) -> bool:
     return (Path(folder) / "tokenizer_config.json").exists()
 
 
+@contextlib.contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Hide a deprecation warning transformers raises when PEFT/TRL read
+    `model.is_gradient_checkpointing` (renamed in transformers 5.x): nothing we pass causes
+    it, a user can do nothing about it, and it buries the progress bars."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
+
+
 def load_model(
     resolved: ResolvedModel,
     device: str | None = None,
@@ -255,19 +268,28 @@ def load_model(
 ) -> Any:
     """A transformers causal LM (GGUF de-quantized to a trainable dtype), adapter applied."""
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
 
+    # a per-tensor "Loading weights" bar for a model that loads in a second, in every stage:
+    # undo's own stage bars say what is happening
     dev = pick_device(device)
     kw: dict[str, Any] = {"dtype": pick_dtype(dev, dtype)}
     if resolved.gguf_file:
         kw["gguf_file"] = resolved.gguf_file
+    bars_were_on = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         model = AutoModelForCausalLM.from_pretrained(resolved.path, **kw)
     except OSError as e:
         raise UserError(f"cannot load model '{resolved.spec}': {e}") from None
+    finally:
+        if bars_were_on:  # the one-time GGUF conversion keeps its bar: it takes minutes
+            hf_logging.enable_progress_bar()
     if resolved.gguf_file:
         _drop_quantization(model)
     if resolved.adapter:
         from peft import PeftModel
 
-        model = PeftModel.from_pretrained(model, resolved.adapter, is_trainable=trainable_adapter)
+        with quiet_deprecations():
+            model = PeftModel.from_pretrained(model, resolved.adapter, is_trainable=trainable_adapter)
     return model.to(dev)

@@ -37,7 +37,7 @@ def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
                          "teacher_completion_tokens_max": calls * t.max_tokens})
     batch = cfg.train.batch_size * cfg.train.grad_accum * max(cfg.train.num_processes, 1)
     steps = (cfg.train.max_steps if cfg.train.max_steps > 0
-             else math.ceil(n_train / batch) * math.ceil(cfg.train.epochs))
+             else math.ceil(n_train / batch) * math.ceil(max(cfg.train.epochs, cfg.train.refine_epochs or 0)))
     out: dict[str, Any] = {
         "run_dir": str(cfg.run_dir),
         "questions": {s: len(v) for s, v in splits.items()},

@@ -108,9 +108,11 @@ def accuracy_ci(correct: list[bool], n_boot: int = 10_000, seed: int = 0) -> tup
 
 
 def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
-    """Base / one-shot / UNDO's best-by-val iteration on test, with 95% CIs, and one sentence.
+    """Base / one-shot / UNDO on test, with 95% CIs, and one sentence saying what it shows.
 
-    The arms answer the same test questions, so differences are paired."""
+    The UNDO row is the best iteration by val; when that is iteration 0 itself, the last
+    UNDO iteration is shown instead, marked as not chosen. The arms answer the same test
+    questions, so differences are paired."""
     def attempts(k: int | str) -> dict[str, bool] | None:
         path = run_dir / ("base" if k == "base" else f"iter_{k}") / "attempts_test.jsonl"
         return {a["id"]: bool(a["correct"]) for a in read_jsonl(path)} if path.exists() else None
@@ -119,10 +121,14 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
     if oneshot is None or best is None:
         return {"rows": [], "sentence": ""}
     ids = sorted(oneshot)
-    rows = []
+    later = sorted(k for p in run_dir.glob("iter_*/attempts_test.jsonl")
+                   if (k := int(p.parent.name.removeprefix("iter_"))) > 0)  # iterations after one-shot
+    undo_k = best if best != 0 else (later[-1] if later else None)
     arms: list[tuple[str, int | str]] = [("base student", "base"), ("one-shot (iteration 0)", 0)]
-    if best != 0:  # otherwise the best student is the one-shot one, already a row
-        arms.append((f"UNDO (iteration {best}, best by val)", best))
+    if undo_k is not None:
+        arms.append((f"UNDO (iteration {undo_k}, best by val)" if best != 0
+                     else f"UNDO (iteration {undo_k}, not chosen: val below one-shot)", undo_k))
+    rows = []
     for label, k in arms:
         res = attempts(k)
         if res is None:
@@ -134,17 +140,16 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
             d, dlo, dhi = paired_bootstrap([oneshot[i] for i in ids], [res[i] for i in ids])
             row.update(diff_vs_oneshot=d, diff_ci_low=dlo, diff_ci_high=dhi)
         rows.append(row)
-    undo = next((r for r in rows if r["iteration"] == best and best != 0), None)
+    undo = next((r for r in rows if r["iteration"] == undo_k and undo_k not in (None, 0)), None)
     if undo is None:
-        sentence = ("No UNDO iteration beat one-shot on val, so the run's best student is the "
-                    "one-shot one.")
-    else:
-        d, lo, hi = undo["diff_vs_oneshot"], undo["diff_ci_low"], undo["diff_ci_high"]
-        verdict = ("the 95% interval excludes zero: a gain beyond question-sampling noise" if lo > 0
-                   else "the 95% interval excludes zero: UNDO did worse here" if hi < 0
-                   else "the 95% interval includes zero: not distinguishable from one-shot at this size")
-        sentence = (f"UNDO's iteration {best}, chosen on val, scores {d:+.1%} "
-                    f"[{lo:+.1%}, {hi:+.1%}] against one-shot on {len(ids)} test questions; {verdict}.")
+        return {"rows": rows, "sentence": "No UNDO iteration ran after one-shot."}
+    d, lo, hi = undo["diff_vs_oneshot"], undo["diff_ci_low"], undo["diff_ci_high"]
+    verdict = ("the 95% interval excludes zero: a gain beyond question-sampling noise" if lo > 0
+               else "the 95% interval excludes zero: UNDO did worse here" if hi < 0
+               else "the 95% interval includes zero: not distinguishable from one-shot at this size")
+    how = "chosen on val" if best != 0 else "not chosen (its val accuracy did not beat one-shot's)"
+    sentence = (f"UNDO's iteration {undo_k}, {how}, scores {d:+.1%} [{lo:+.1%}, {hi:+.1%}] against "
+                f"one-shot on {len(ids)} test questions; {verdict}.")
     return {"rows": rows, "sentence": sentence}
 
 

@@ -14,20 +14,18 @@ killed training never leaves a half-written student behind.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import shutil
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from undo.config import StudentConfig, TrainConfig
 from undo.errors import UserError
+from undo.models import quiet_deprecations
 from undo.tasks.base import Record, student_messages
 
 log = logging.getLogger(__name__)
@@ -278,15 +276,6 @@ def _prepare(
     return kept, dropped, tokens
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Hide a deprecation warning transformers raises inside PEFT/TRL on every step:
-    nothing we pass causes it, and it buries the progress bar."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
-        yield
-
-
 def train_student(
     examples: list[dict[str, Any]],
     out_dir: Path,
@@ -312,7 +301,7 @@ def train_student(
     out_dir = Path(out_dir)
     device = pick_device(student.device)
     init_spec = init_from or student.model
-    with _quiet():
+    with quiet_deprecations():
         init = _load_init(init_spec, student, device)
     kept, dropped, _ = _prepare(examples, init.tokenizer, train.max_seq_len)
     if dropped:
@@ -336,7 +325,7 @@ def train_student(
     datasets.disable_progress_bars()  # tokenizing a few hundred rows needs no bar
     try:
         args = _sft_config(train, seed, tmp, device)
-        with _quiet():
+        with quiet_deprecations():
             trainer_class = _plain_loss_trainer() if device == "cpu" else SFTTrainer
             trainer = trainer_class(
                 model=init.model,
@@ -354,7 +343,7 @@ def train_student(
         trainer.add_callback(_progress_callback())
 
     t1 = time.perf_counter()
-    with _quiet():
+    with quiet_deprecations():
         trainer.train()
     train_s = time.perf_counter() - t1
 
@@ -376,7 +365,8 @@ def train_student(
         num_processes=trainer.args.world_size,
     )
     if trainer.is_world_process_zero():
-        _save(trainer, init, tmp, out_dir, student, train, seed, init_spec, result, t0)
+        with quiet_deprecations():
+            _save(trainer, init, tmp, out_dir, student, train, seed, init_spec, result, t0)
     result.wall_s = time.perf_counter() - t0
     return result
 
