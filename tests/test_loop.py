@@ -153,7 +153,8 @@ def test_resume_accepts_a_config_saved_before_a_new_key_existed(tmp_path):
     import yaml
 
     cfg = load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=4",
-                                                      "splits.val=2", "splits.test=2"])
+                                                      "splits.val=2", "splits.test=2",
+                                                      "teacher.refine_samples=1"])  # the default
     saved = cfg.model_dump(mode="json")
     del saved["teacher"]["refine_samples"]
     cfg.run_dir.mkdir(parents=True)
