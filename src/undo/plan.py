@@ -12,6 +12,7 @@ from undo.tasks import make_splits
 # a rough prompt size for the bound; refine prompts carry the student's attempt too
 EXPLAIN_PROMPT_TOKENS = 200
 REFINE_PROMPT_TOKENS = 900
+EXAMPLE_TOKENS = 200  # one worked example (teacher.few_shot): its question and solution turns
 
 
 def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
@@ -31,7 +32,7 @@ def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
     per_iter = []
     for k in range(iters):
         calls = n_train * (explain_calls if k == 0 else refine_calls)
-        prompt = EXPLAIN_PROMPT_TOKENS if k == 0 else REFINE_PROMPT_TOKENS
+        prompt = (EXPLAIN_PROMPT_TOKENS if k == 0 else REFINE_PROMPT_TOKENS) + t.few_shot * EXAMPLE_TOKENS
         per_iter.append({"iteration": k, "teacher_calls_max": calls,
                          "teacher_prompt_tokens_max": calls * prompt,
                          "teacher_completion_tokens_max": calls * t.max_tokens})

@@ -133,7 +133,7 @@ def generate_splits(cfg: TaskConfig, seed: int, sizes: dict[str, int | None]) ->
                             f"{len(records)} distinct {split} questions for splits.{split}={n}; "
                             "ask for fewer or widen the config")
         out[split] = records
-    return out
+    return {split: out[split] for split in ("train", "val", "test")}
 
 
 @register_task("gym")
