@@ -119,10 +119,12 @@ def _cache_kwarg(model: Any) -> str:
 def _forward_cache_kwarg(model_class: type) -> str:
     import inspect
 
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+    forward = getattr(model_class, "forward", model_class.__call__)  # any callable LM works
+    return "cache" if "cache" in inspect.signature(forward).parameters else "past_key_values"
 
 
-def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> tuple[Any, Any, Any]:
+def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any,
+             cache_kw: str) -> tuple[Any, Any, Any]:
     """Run the prompts into `cache`; return (last logits, attention mask, last positions).
 
     A prefix shared by every prompt runs once at batch 1 and its cache is copied to
@@ -137,7 +139,7 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> t
     if shared:
         model(
             input_ids=torch.tensor([prompts[0][:shared]], device=device),
-            **{_cache_kwarg(model): cache},
+            **{cache_kw: cache},
             use_cache=True,
             logits_to_keep=1,
         )
@@ -156,7 +158,7 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any) -> t
         input_ids=input_ids,
         attention_mask=mask,
         position_ids=positions,
-        **{_cache_kwarg(model): cache},
+        **{cache_kw: cache},
         use_cache=True,
         logits_to_keep=1,  # the prompt's other logits would be vocab x length of waste
     ).logits[:, -1, :]
@@ -186,7 +188,8 @@ def _generate_batch(
     stop = torch.tensor(sorted(stop_ids), device=device)
 
     with torch.inference_mode():
-        logits, mask, last_pos = _prefill(model, prompts, pad_id, cache)
+        cache_kw = _cache_kwarg(model)  # once per batch, not per decoded token
+        logits, mask, last_pos = _prefill(model, prompts, pad_id, cache, cache_kw)
         for step in range(max_new_tokens):
             nxt = _sample(logits, temperature, top_p, generator)
             is_stop = torch.isin(nxt, stop).tolist() if len(stop) else [False] * len(rows)
@@ -214,7 +217,7 @@ def _generate_batch(
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=last_pos[:, None],
-                **{_cache_kwarg(model): cache},
+                **{cache_kw: cache},
                 use_cache=True,
             ).logits[:, -1, :]
 
