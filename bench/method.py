@@ -31,16 +31,18 @@ OUT = ROOT / "out" / "method"
 DEMO = ROOT.parent / "configs" / "demo.yaml"
 REFINE_STEPWISE = str(ROOT.parent / "src" / "undo" / "teacher" / "prompts" / "refine.j2")
 
-# variant -> overrides on top of the demo config (the first is the reference)
+# variant -> overrides on top of the demo config (the first is the reference). The demo
+# config took the winners of earlier rounds (continue for 1 epoch, refine_samples=3); the
+# variants those rounds compared, and the commits that ran them, are in bench/RESULTS.md.
 VARIANTS: dict[str, list[str]] = {
-    "default": [],
-    "continue": ["loop.student_init=continue", "train.epochs=1"],
+    "steps-on": [],
+    "steps-off": ["teacher.check_steps=false"],
+    "k1": ["teacher.refine_samples=1"],
+    "base-init": ["loop.student_init=base", "train.refine_epochs=null"],
     "accumulate": ["loop.mix=accumulate"],
     "replace": ["loop.mix=replace"],
-    "k3": ["teacher.refine_samples=3"],
     "refine-stepwise": [f"teacher.prompts.refine={REFINE_STEPWISE}"],
     "no-profile": ["loop.val_errors_shown=0"],
-    "continue-k3": ["loop.student_init=continue", "train.epochs=1", "teacher.refine_samples=3"],
 }
 
 

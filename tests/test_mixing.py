@@ -102,3 +102,17 @@ def test_headline_rows_and_sentence(tmp_path):
     assert [r["arm"] for r in h0["rows"]] == ["base student", "one-shot (iteration 0)",
                                               "UNDO (iteration 1, not chosen: val below one-shot)"]
     assert "not chosen" in h0["sentence"] and "+25.0%" in h0["sentence"]
+
+
+def test_a_right_answer_through_a_false_step_is_refined_not_imitated():
+    attempts = {**ATTEMPTS, "q0": {"id": "q0", "correct": True, "output": "1+1=3. The answer is 0.",
+                                   "false_step": "1+1=3"}}
+    refined = {**REFINED, "q0": {"rationale": "0+0=0. The answer is 0."}}
+    rows, counts = mix_training_set("mix", 1, TRAIN, attempts, refined, LATEST, [])
+    assert {r["id"]: r["source"] for r in rows}["q0"] == "refined"
+    assert [it.record.id for it in refine_items(TRAIN, attempts, {}, None, False)] == ["q0", "q1", "q2", "q3"]
+    # with teacher.check_steps off, the answer alone decides
+    rows, _ = mix_training_set("mix", 1, TRAIN, attempts, refined, LATEST, [], check_steps=False)
+    assert {r["id"]: r["source"] for r in rows}["q0"] == "student"
+    items = refine_items(TRAIN, attempts, {}, None, False, check_steps=False)
+    assert "q0" not in [it.record.id for it in items]

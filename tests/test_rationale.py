@@ -172,3 +172,18 @@ def test_refine_samples_asks_for_k_distinct_verified_texts(server, tmp_path):
     assert row["verdict"] == "verified" and len(row["attempts"]) == 3
     assert all(a["correct"] for a in row["attempts"])
     assert row["rationales"] == [row["rationale"]]
+
+
+@pytest.mark.parametrize("check_steps", [True, False])
+def test_a_right_answer_through_a_false_step_is_rejected(server, tmp_path, check_steps):
+    # this server echoes the question, so the rationale carries its "7 + 7 - 5 = 14"
+    teacher, cfg = teacher_for(server.url, tmp_path, check_steps=check_steps)
+    rec = Record("s1", "Is it true that 7 + 7 - 5 = 14?", "0", "number")
+    rec.answer = answer_of(_messages(TeachItem(rec), "explain", cfg, []))
+    [row] = generate_rationales([TeachItem(rec)], teacher, cfg, tmp_path / "r.jsonl", Usage())
+    if check_steps:
+        assert row["verdict"] == "failed" and row["reason"] == "false_step"
+        explained = [a for a in row["attempts"] if a["mode"] == "explain"]
+        assert explained and all(a["predicted"] == rec.answer for a in explained)  # answer was right
+    else:
+        assert row["verdict"] == "verified"

@@ -18,10 +18,10 @@ import pytest
 from undo.config import LoraConfig, StudentConfig, TrainConfig
 from undo.errors import UserError
 from undo.student.evaluate import evaluate, read_attempts
-from undo.student.generate import ANSWER_DONE, Generation, _cut_at_answer, generate_chat
+from undo.student.generate import ANSWER_DONE, Generation, _batches, _cut_at_answer, generate_chat
 from undo.tasks.base import Record
 
-SVAMP = Path("/work/shared/data/svamp/SVAMP.json")
+SVAMP = Path(__file__).parent / "fixtures" / "svamp_sample.json"  # 29 SVAMP records
 COPY_PROMPT = "Copy this text exactly: 'The answer is 42. I hope this helps you a lot.'"
 
 
@@ -49,6 +49,17 @@ def test_answer_line_detection(text: str, done: bool) -> None:
 def test_cut_at_answer_keeps_the_answer_line() -> None:
     assert _cut_at_answer("We add. The answer is 3.5.\nExtra") == "We add. The answer is 3.5."
     assert _cut_at_answer("The answer is 72\nmore") == "The answer is 72"
+
+
+def test_conversations_with_the_same_examples_batch_together() -> None:
+    """A conversation whose examples differ (its own question was one of them) gets a
+    batch of its own, so the others keep their long shared prefix."""
+    shots = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+    convs = [[*shots, {"role": "user", "content": f"q{i}"}] for i in range(5)]
+    convs.insert(2, [{"role": "user", "content": "q-self"}])
+    prompts = [[0] * (10 + i) for i in range(len(convs))]  # only lengths matter here
+    batches = _batches(convs, prompts, batch_size=4)
+    assert batches == [[5, 4, 3, 1], [0], [2]]  # longest group first, longest rows first
 
 
 def test_read_attempts_drops_a_torn_last_line(tmp_path: Path) -> None:
@@ -86,9 +97,7 @@ def _fmt(x: float) -> str:
 
 
 def svamp_rows(start: int, n: int) -> list[tuple[Record, str]]:
-    """(record, equation rationale) pairs from the local SVAMP copy."""
-    if not SVAMP.exists():
-        pytest.skip(f"{SVAMP} not present")
+    """(record, equation rationale) pairs from the SVAMP sample shipped with the tests."""
     out = []
     for r in json.loads(SVAMP.read_text())[start : start + n]:
         ans = _fmt(r["Answer"])
@@ -256,7 +265,7 @@ def test_seeded_sampling_is_reproducible(base: SimpleNamespace) -> None:
 
 @pytest.mark.slow
 def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> None:
-    records = [rec for rec, _ in svamp_rows(100, 4)]
+    records = [rec for rec, _ in svamp_rows(24, 4)]
     cfg = StudentConfig(model=base.dir, max_new_tokens=16, batch_size=2)
     out = tmp_path / "attempts.jsonl"
     first = evaluate(records[:3], base.dir, cfg, out_path=out, model=base.model, tokenizer=base.tok)
@@ -306,7 +315,7 @@ def test_lora_student_reloads_and_generates(lora_student: SimpleNamespace) -> No
     resolved = resolve_model(str(lora_student.dir))
     assert resolved.adapter == str(lora_student.dir)
     model, tok = load_model(resolved, device="cpu").eval(), load_tokenizer(resolved)
-    rec, _ = svamp_rows(200, 1)[0]
+    rec, _ = svamp_rows(28, 1)[0]
     from undo.tasks.base import student_messages
 
     g = generate_chat(model, tok, [student_messages(rec)], max_new_tokens=48)[0]

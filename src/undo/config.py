@@ -78,6 +78,9 @@ class TeacherConfig(Section):
     # sampling gets max_attempts + refine_samples - 1 tries per question
     refine_samples: int = 1
     history: bool = True  # show earlier refinements of the same question to the teacher
+    # a rationale's written calculations must hold, not only its answer (undo/steps.py); the
+    # student's right answers reached through a false step count as errors to refine, too
+    check_steps: bool = True
 
     @field_validator("max_attempts", "concurrency", "batch_size", "refine_samples")
     @classmethod

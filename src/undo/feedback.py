@@ -22,6 +22,13 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n].rstrip() + " ..."
 
 
+def solved(attempt: dict[str, Any] | None, check_steps: bool = True) -> bool:
+    """The student answered right, and (with teacher.check_steps) every written calculation
+    holds: a right answer reached through "42 + 15 = 19" is an error worth refining."""
+    return bool(attempt and attempt["correct"]
+                and not (check_steps and attempt.get("false_step")))
+
+
 def student_profile(
     val_history: list[tuple[int, float]],
     val_attempts: list[dict[str, Any]],
@@ -53,6 +60,7 @@ def refine_items(
     teacher_history: dict[str, list[dict[str, Any]]],
     profile: dict[str, Any] | None,
     show_history: bool,
+    check_steps: bool = True,
 ) -> list[TeachItem]:
     """One refine request per train question the student answered wrongly.
 
@@ -62,7 +70,7 @@ def refine_items(
     items = []
     for r in train:
         attempt = train_attempts.get(r.id)
-        if attempt is None or attempt["correct"]:
+        if attempt is None or solved(attempt, check_steps):
             continue
         past = teacher_history.get(r.id, [])
         items.append(TeachItem(

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from undo import display
 from undo.config import RunConfig, config_to_yaml
 from undo.errors import UserError
-from undo.feedback import refine_items, student_profile
+from undo.feedback import refine_items, solved, student_profile
 from undo.mixing import mix_training_set
 from undo.runstore import RunStore, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
@@ -225,7 +225,8 @@ class UndoRun:
         else:
             prev_dir = str(self.store.path(k - 1, "student"))
             diag = self.attempts(k, "train", prev_dir)
-            wrong = sum(not a["correct"] for a in diag.values())
+            check = cfg.teacher.check_steps
+            wrong = sum(not solved(a, check) for a in diag.values())
             metrics["train_errors"] = wrong
             if wrong == 0:
                 return None
@@ -233,14 +234,14 @@ class UndoRun:
             profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
                                       cfg.seed + k) if cfg.loop.val_errors_shown else None
             history = self.teacher_history(k)
-            items = refine_items(train, diag, history, profile, cfg.teacher.history)
+            items = refine_items(train, diag, history, profile, cfg.teacher.history, check)
             refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
             metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
             metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
             latest = {i: h[-1]["rationale"] for i, h in history.items()}
             prev_rows = list(read_jsonl(self.store.path(k - 1, "train_data.jsonl")))
             data, counts = mix_training_set(cfg.loop.mix, k, train, diag, refined, latest,
-                                            prev_rows)
+                                            prev_rows, check)
         data_path = self.store.path(k, "train_data.jsonl")
         if not self.store.done(k, "mix"):
             write_jsonl(data_path, data)

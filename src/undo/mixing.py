@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from undo.feedback import solved as is_solved
 from undo.tasks.base import Record
 
 
@@ -31,6 +32,7 @@ def mix_training_set(
     refined: dict[str, dict[str, Any]],
     latest_teacher: dict[str, str],
     previous_rows: list[dict[str, Any]],
+    check_steps: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Returns (rows, counts by source); rows carry id, question, rationale, source."""
     rows: list[dict[str, Any]] = []
@@ -38,7 +40,7 @@ def mix_training_set(
         rows = list(previous_rows)
     for r in train:
         attempt = train_attempts.get(r.id)
-        solved = bool(attempt and attempt["correct"])
+        solved = is_solved(attempt, check_steps)
         new = refined.get(r.id)
         # every verified sample of a refinement is a training example (teacher.refine_samples)
         refined_texts = (new.get("rationales") or [new["rationale"]]) if new and new.get("rationale") else []

@@ -15,6 +15,7 @@ from typing import Any
 
 from undo.config import StudentConfig
 from undo.errors import UserError
+from undo.steps import first_false_step
 from undo.student.generate import encode_chats, generate_chat, load_student
 from undo.tasks.base import Record, student_messages
 
@@ -68,6 +69,7 @@ def _attempt(record: Record, output: str, completion_tokens: int) -> dict[str, A
         "output": output,
         "predicted": verdict.predicted,
         "correct": bool(verdict.correct),
+        "false_step": first_false_step(output),  # a calculation that does not hold, as written
         "completion_tokens": completion_tokens,
     }
 

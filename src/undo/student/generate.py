@@ -230,6 +230,24 @@ def _generate_batch(
     return results
 
 
+def _batches(conversations: list[list[dict]], prompts: list[list[int]], batch_size: int) -> list[list[int]]:
+    """Row indices per batch. Conversations with the same earlier turns (system prompt,
+    worked examples) batch together, so each batch's shared prefix runs once: one
+    conversation without an example (its own question was that example) in a batch
+    would cut the shared part to the system prompt and make every row pay for the
+    examples (measured: 20 s instead of 2 s to prefill 16 three-shot teacher prompts).
+    Within a group, longest first: similar lengths share a batch (little padding), and
+    a batch that does not fit in memory fails at once rather than at the end."""
+    groups: dict[str, list[int]] = {}
+    for i, conv in enumerate(conversations):
+        groups.setdefault(repr(conv[:-1]), []).append(i)
+    batches = []
+    for rows in sorted(groups.values(), key=lambda g: -max(len(prompts[i]) for i in g)):
+        rows.sort(key=lambda i: -len(prompts[i]))
+        batches += [rows[s : s + batch_size] for s in range(0, len(rows), batch_size)]
+    return batches
+
+
 def generate_chat(
     model: Any,
     tokenizer: Any,
@@ -259,16 +277,12 @@ def generate_chat(
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError("generation needs batch_size >= 1 and max_new_tokens >= 1")
     prompts = encode_chats(tokenizer, conversations)
-    # longest first: similar lengths share a batch (little padding), and a batch
-    # that does not fit in memory fails at once rather than at the end
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     stops = set() if ignore_eos else stop_token_ids(model, tokenizer)
     results: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     try:
-        for b, start in enumerate(range(0, len(order), batch_size)):
-            chunk = order[start : start + batch_size]
+        for b, chunk in enumerate(_batches(conversations, prompts, batch_size)):
             gen = None
             if seed is not None and temperature > 0:
                 gen = torch.Generator(device=model.device).manual_seed(seed * 100_003 + b)

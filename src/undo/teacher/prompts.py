@@ -47,7 +47,8 @@ def render(name: str, overrides: dict[str, str], style: str = "stepwise", **cont
 # Phrases by which a teacher that saw the gold answer gives it away instead of deriving it.
 _LEAK = re.compile(
     r"\b(as given|as stated|we are (told|given) (that )?the (correct )?answer|the answer (was|is) "
-    r"(given|provided)|the hint|given (correct )?answer|correct answer (provided|given)|correct answer is"
+    r"(given|provided)|the hint|given (correct )?answer|correct answer (provided|given)"
+    r"|correct (final )?answer is"
     # a rationale is what the student will imitate: one that talks about "the student" is
     # feedback addressed to us, not a solution
     r"|the student('s)?)\b",

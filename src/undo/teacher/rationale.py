@@ -22,6 +22,7 @@ from undo.config import TeacherConfig
 from undo.errors import UserError
 from undo.grading import answer_line, answer_type
 from undo.runstore import append_jsonl, read_jsonl
+from undo.steps import first_false_step
 from undo.tasks.base import Record
 from undo.teacher.base import Request, SamplingParams, Usage
 from undo.teacher.prompts import leaks_hint, render
@@ -88,7 +89,8 @@ def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
     return examples
 
 
-def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[bool, str, str | None]:
+def _judge(item: TeachItem, mode: str, text: str, finish: str | None,
+           check_steps: bool) -> tuple[bool, str, str | None]:
     """(accepted, reason, predicted). The reason names why a rejected attempt failed."""
     verdict = item.record.grade(text)
     if finish == "length":  # cut off: whatever number it ends on is not a finished argument
@@ -99,6 +101,8 @@ def _judge(item: TeachItem, mode: str, text: str, finish: str | None) -> tuple[b
         return False, "wrong_answer", verdict.predicted
     if mode in ("refine", "rationalize") and leaks_hint(text):
         return False, "leaked_hint", verdict.predicted
+    if check_steps and first_false_step(text):
+        return False, "false_step", verdict.predicted
     return True, "ok", verdict.predicted
 
 
@@ -155,7 +159,7 @@ def generate_rationales(
         completions = teacher.complete(reqs, usage, step)
         unsolved = []
         for it, c in zip(batch, completions, strict=True):
-            ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason)
+            ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason, cfg.check_steps)
             it.attempts.append({
                 "attempt": len(it.attempts), "mode": mode, "text": c.text,
                 "predicted": predicted, "correct": ok, "reason": reason,

@@ -1,0 +1,90 @@
+"""Step check: the arithmetic a rationale writes out must hold, not only its final answer.
+
+Answer verification alone lets through a chain such as
+
+    7 + 7 - 5 = 14
+    14 - 5 = 8
+    The answer is 9.
+
+the right answer reached through false steps. A small teacher writes many of these
+when it refines (it copies the student's wrong arithmetic, then states the gold it
+was shown): 36 of the 138 verified refinements in the offline pair's 3-seed comparison
+did (bench/steps.py). Trained on, they teach the student to write inconsistent chains.
+
+Only plain calculations are checked: numbers joined by + - * / x × ÷ on one side of
+"=" and a single number on the other (commas and $ allowed). Anything else
+(parentheses, units, percentages, variables, an expression on the right, a clause
+that mixes words into the calculation) is not a calculation this check can read and
+passes untouched, so it never rejects what it cannot evaluate. On GSM8K's 7,473 gold
+solutions it flags 20 (0.27 %), most of them real slips in the gold text (bench/steps.py).
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_NUM = r"[$€£]?(?:\d{1,3}(?:,\d{3})+|0|[1-9]\d*)(?:\.\d+)?"  # "0130" is a clock time, not 130
+_OP = r"[ \t]*(?:[-+*/×÷−·]|(?<=[\d \t])x(?=[ \t\d]))[ \t]*"
+# not preceded by anything that would make the left side part of a larger expression, nor
+# by "digit space" (a mixed number "1 1/2" or a thousands group "80 000")
+_START = r"(?<![\w.,:()+*/×÷^%$€£−-])(?<!\d )"
+_CALC = re.compile(
+    rf"{_START}(?P<lhs>[-−]?{_NUM}(?:{_OP}{_NUM})+)[ \t]*=[ \t]*(?P<rhs>[-−]?{_NUM})"
+    # one line; the right side must end there: "= 3 + 4" or "= 35%" is not a single value
+    r"(?![\w%]|[.,]\d|[ \t]*[-+*/×÷^−=·]|[ \t]+x[ \t]|[ \t]\d{3}\b)"
+)
+# an operator earlier in the same clause: "60 students x 2/3 = 40" is not "2/3 = 40"
+_CLAUSE_BREAK = re.compile(r".*(?:[\n,;:=]|\.\s)", re.DOTALL)
+_OPERATOR = re.compile(r"[+*/×÷−·]|\s[-x]\s")
+_FRACTION_DIVISOR = re.compile(r"/[ \t]*[\d.]+[ \t]*/")
+_TOKEN = re.compile(rf"({_NUM})|([-+*/×÷−·x])")
+
+
+def _value(num: str) -> Fraction:
+    return Fraction(num.lstrip("$€£").replace(",", ""))
+
+
+def _evaluate(lhs: str) -> Fraction | None:
+    """The left side's value with * and / before + and -; None on division by zero."""
+    terms: list[Fraction] = []  # additive terms, each already multiplied out
+    sign, op = 1, "+"
+    lhs = lhs.strip()
+    if lhs[0] in "-−":
+        sign, lhs = -1, lhs[1:]
+    for num, operator in _TOKEN.findall(lhs):
+        if operator:
+            op = operator
+            continue
+        v = _value(num)
+        if op in "+-−":
+            terms.append(v * sign if not terms else (v if op == "+" else -v))
+        elif op in "*×·x":
+            terms[-1] *= v
+        elif v == 0:
+            return None
+        else:
+            terms[-1] /= v
+    return sum(terms, Fraction(0))
+
+
+def _holds(value: Fraction, rhs: str, divides: bool) -> bool:
+    written = _value(rhs.replace("−", "-").lstrip("-")) * (-1 if rhs[0] in "-−" else 1)
+    places = len(rhs.partition(".")[2])
+    # a written result is read to its own precision: 10 / 3 = 3.33 holds
+    tolerance = Fraction(1, 2 * 10**places)
+    if divides and places == 0:
+        tolerance = Fraction(1)  # whole units from a division: floor or ceiling (8 / 3 = 2 boxes)
+    return abs(value - written) <= tolerance
+
+
+def first_false_step(text: str) -> str | None:
+    """The first calculation in `text` that does not hold, as written; None if all hold."""
+    for m in _CALC.finditer(text):
+        clause = _CLAUSE_BREAK.sub("", text[: m.start()], count=1)
+        if _OPERATOR.search(clause) or _FRACTION_DIVISOR.search(m["lhs"]):
+            continue  # the tail of a longer calculation, or "50 / 1/2" (÷ a half, or not?)
+        value = _evaluate(m["lhs"])
+        if value is None or not _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
+            return m.group(0)
+    return None

@@ -1,0 +1,61 @@
+"""The step check: written calculations must hold; what it cannot read passes untouched."""
+
+from __future__ import annotations
+
+import pytest
+
+from undo.steps import first_false_step
+
+FALSE = [
+    # a refinement by the offline teacher: right answer, false chain (the case that motivated it)
+    ("7 + 7 - 5 = 14\n14 - 5 = 8\nThe answer is 9.", "7 + 7 - 5 = 14"),
+    ("42 + 15 = 19", "42 + 15 = 19"),
+    ("-18 + 41 = 19", "-18 + 41 = 19"),
+    ("3 + 4 * 2 = 14", "3 + 4 * 2 = 14"),  # precedence: 11
+    ("2 x 3 = 5", "2 x 3 = 5"),
+    ("1,000 + 2,000 = 4,000", "1,000 + 2,000 = 4,000"),
+    ("10 / 3 = 3.4", "10 / 3 = 3.4"),
+    ("5 + 3 = 8.5", "5 + 3 = 8.5"),
+    ("He has 5 + 3 = 8 apples, then 8 - 2 = 7.", "8 - 2 = 7"),
+    ("5 / 0 = 1", "5 / 0 = 1"),
+    ("123456789 + 1 = 123456791", "123456789 + 1 = 123456791"),  # exact, however large
+    ("$4200+$3000 = $8600", "$4200+$3000 = $8600"),
+]
+
+HOLDS_OR_UNREADABLE = [
+    "66 - 16 = 50\n50 + 15 = 65\nThe answer is 65.",
+    "18 - 40 = -22\n-22 + 41 = 19",  # a line may start with the previous line's negative result
+    "10 / 3 = 3.33",  # read to the written precision
+    "8 / 3 = 2 boxes",  # whole units from a division: floor or ceiling
+    "$5 + $3 = $8.",
+    "12 ÷ 4 = 3",
+    "3 − 1 = 2",
+    "1/2 + 1/4 = 0.75",
+    "0.1 + 0.2 = 0.3",
+    "123456789 * 3 = 370370367",
+    # not a calculation this check can read
+    "2 + 3 = 1 + 4",  # an expression on the right
+    "(3 + 4) * 2 = 14",
+    "2 * (3 + 4) = 14",
+    "20% * 50 = 10",
+    "2x + 3 = 7",
+    "There are 60 students x 2/3 = 40 students",  # words inside the calculation
+    "8 x 1 1/2 = 12 rolls",  # a mixed number
+    "$80 000 x 20/100 = $16 000",  # a space as thousands separator
+    "50/ 1/2 = 100 halves",  # dividing by a fraction: ambiguous as written
+    "100/5 = 5A/5",  # algebra
+    "0900-0130 = 0730 hours",  # clock times
+    "6:00+48=6:48 PM",
+    "5 +\n3 = 9",  # one line only
+    "35 = 5 * 7",
+]
+
+
+@pytest.mark.parametrize(("text", "step"), FALSE)
+def test_false_calculations_are_found(text, step):
+    assert first_false_step(text) == step
+
+
+@pytest.mark.parametrize("text", HOLDS_OR_UNREADABLE)
+def test_true_or_unreadable_calculations_pass(text):
+    assert first_false_step(text) is None
