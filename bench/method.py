@@ -35,8 +35,10 @@ REFINE_STEPWISE = str(ROOT.parent / "src" / "undo" / "teacher" / "prompts" / "re
 # config took the winners of earlier rounds (continue for 1 epoch, refine_samples=3); the
 # variants those rounds compared, and the commits that ran them, are in bench/RESULTS.md.
 VARIANTS: dict[str, list[str]] = {
-    "steps-on": [],
+    "steps-on": [],  # measured before the refine prompt named the attempt's first false calculation
     "steps-off": ["teacher.check_steps=false"],
+    "attempt": [],  # the paper's feedback: the student's wrong attempt and its first false calculation
+    "no-attempt": ["teacher.show_attempt=false"],
     "k1": ["teacher.refine_samples=1"],
     "base-init": ["loop.student_init=base", "train.refine_epochs=null"],
     "accumulate": ["loop.mix=accumulate"],

@@ -87,13 +87,19 @@ def test_refine_prompt_carries_the_feedback():
     text = render(
         "refine", {}, question="Q?", gold="4", answer_format="the final number only",
         previous_rationale="2+2=4. The answer is 4.", history=[],
-        student_attempt="2*3=6. The answer is 6.",
+        student_attempt="2*3=7. The answer is 7.", student_error="2*3=7",
         profile={"accuracy_history": "iteration 0: 10%",
                  "errors": [{"question": "V?", "predicted": "3", "correct": False}]},
     )
-    for needle in ("Q?", "Correct answer: 4", "2+2=4", "2*3=6", "iteration 0: 10%",
-                   "V? -> it said 3 (wrong)", "The answer is X."):
+    for needle in ("Q?", "Correct answer: 4", "2+2=4", "2*3=7. The answer is 7.", "iteration 0: 10%",
+                   "V? -> it said 3 (wrong)", "first false calculation: 2*3=7", "The answer is X."):
         assert needle in text
+    # teacher.show_attempt=false: neither the attempt nor its error, in either style
+    for style in ("stepwise", "concise"):
+        text = render("refine", {}, style, question="Q?", gold="4", answer_format="a number",
+                      previous_rationale=None, history=[], student_attempt=None, student_error=None,
+                      profile=None)
+        assert "Q?" in text and "wrong attempt" not in text and "which is wrong" not in text
 
 
 def test_prompt_override_by_path(tmp_path):
@@ -127,7 +133,7 @@ def test_verified_rationales_end_with_the_answer_line():
 def test_refinements_are_resampled_but_never_rationalized(server, tmp_path):
     teacher, cfg = teacher_for(server.url, tmp_path)
     ctx = {"previous_rationale": None, "history": [], "student_attempt": "The answer is 1.",
-           "profile": None}
+           "student_error": None, "profile": None}
     item = TeachItem(Record("r1", "Impossible?", "-1", "number"), mode="refine", context=ctx)
     [row] = generate_rationales([item], teacher, cfg, tmp_path / "r.jsonl", Usage())
     assert row["verdict"] == "failed" and row["mode"] == "refine"
@@ -164,7 +170,7 @@ def test_refine_samples_asks_for_k_distinct_verified_texts(server, tmp_path):
     refine.write_text("{{ question }} A learner wrote: {{ student_attempt }} Show every step of the "
                       "count again, one animal at a time, so that a learner can follow it.")
     teacher, cfg = teacher_for(server.url, tmp_path, refine_samples=2, prompts={"refine": str(refine)})
-    ctx = {"previous_rationale": None, "history": [], "student_attempt": "It said 1.",
+    ctx = {"previous_rationale": None, "history": [], "student_attempt": "It said 1.", "student_error": None,
            "profile": None}
     item = TeachItem(Record("r1", "How many legs have 2 cats?", "0", "number"), mode="refine", context=ctx)
     item.record.answer = answer_of(_messages(item, "refine", cfg, []))

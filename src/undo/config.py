@@ -81,6 +81,9 @@ class TeacherConfig(Section):
     # a rationale's written calculations must hold, not only its answer (undo/steps.py); the
     # student's right answers reached through a false step count as errors to refine, too
     check_steps: bool = True
+    # refine prompts show the student's wrong attempt (the paper's feedback) and its first
+    # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
+    show_attempt: bool = True
 
     @field_validator("max_attempts", "concurrency", "batch_size", "refine_samples")
     @classmethod

@@ -61,6 +61,7 @@ def refine_items(
     profile: dict[str, Any] | None,
     show_history: bool,
     check_steps: bool = True,
+    show_attempt: bool = True,
 ) -> list[TeachItem]:
     """One refine request per train question the student answered wrongly.
 
@@ -80,7 +81,9 @@ def refine_items(
                 "previous_rationale": past[-1]["rationale"] if past else None,
                 "history": past[-3:-1] if show_history else [],
                 "student_attempt": _clip(attempt["output"].strip() or "(no answer)",
-                                         MAX_ATTEMPT_CHARS),
+                                         MAX_ATTEMPT_CHARS) if show_attempt else None,
+                # the first calculation of the attempt that does not hold (undo/steps.py), if any
+                "student_error": attempt.get("false_step") if show_attempt else None,
                 "profile": profile,
             },
         ))

@@ -234,7 +234,8 @@ class UndoRun:
             profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
                                       cfg.seed + k) if cfg.loop.val_errors_shown else None
             history = self.teacher_history(k)
-            items = refine_items(train, diag, history, profile, cfg.teacher.history, check)
+            items = refine_items(train, diag, history, profile, cfg.teacher.history, check,
+                                 cfg.teacher.show_attempt)
             refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
             metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
             metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
