@@ -31,16 +31,18 @@ OUT = ROOT / "out" / "method"
 DEMO = ROOT.parent / "configs" / "demo.yaml"
 REFINE_STEPWISE = str(ROOT.parent / "src" / "undo" / "teacher" / "prompts" / "refine.j2")
 
-# variant -> overrides on top of the demo config (the first is the reference). The demo
-# config took the winners of earlier rounds (continue for 1 epoch, refine_samples=3); the
-# variants those rounds compared, and the commits that ran them, are in bench/RESULTS.md.
+# variant -> overrides on top of the demo config; each row of bench/RESULTS.md section 6.
+# "demo" is the reference: a fresh student from base for 3 epochs, step check on, attempt
+# hidden. The first round's variants (section 2) ran against an earlier demo config.
+CONTINUE = ["loop.student_init=continue", "train.refine_epochs=1"]
 VARIANTS: dict[str, list[str]] = {
-    "steps-on": [],  # measured before the refine prompt named the attempt's first false calculation
-    "steps-off": ["teacher.check_steps=false"],
-    "attempt": [],  # the paper's feedback: the student's wrong attempt and its first false calculation
-    "no-attempt": ["teacher.show_attempt=false"],
+    "demo": [],
+    # "steps-on"/"steps-off" ran before the refine prompt named the attempt's first false step
+    "steps-on": [*CONTINUE, "teacher.show_attempt=true"],
+    "steps-off": [*CONTINUE, "teacher.show_attempt=true", "teacher.check_steps=false"],
+    "attempt": [*CONTINUE, "teacher.show_attempt=true"],
+    "no-attempt": CONTINUE,
     "k1": ["teacher.refine_samples=1"],
-    "base-init": ["loop.student_init=base", "train.refine_epochs=null"],
     "accumulate": ["loop.mix=accumulate"],
     "replace": ["loop.mix=replace"],
     "refine-stepwise": [f"teacher.prompts.refine={REFINE_STEPWISE}"],
