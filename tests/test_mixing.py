@@ -100,7 +100,7 @@ def test_headline_rows_and_sentence(tmp_path):
     # best by val is iteration 0: the last UNDO iteration is still shown, marked not chosen
     h0 = headline(tmp_path, best=0)
     assert [r["arm"] for r in h0["rows"]] == ["base student", "one-shot (iteration 0)",
-                                              "UNDO (iteration 1, not chosen: val below one-shot)"]
+                                              "UNDO (iteration 1, not chosen: val not above one-shot)"]
     assert "not chosen" in h0["sentence"] and "+25.0%" in h0["sentence"]
 
 

@@ -127,7 +127,7 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
     arms: list[tuple[str, int | str]] = [("base student", "base"), ("one-shot (iteration 0)", 0)]
     if undo_k is not None:
         arms.append((f"UNDO (iteration {undo_k}, best by val)" if best != 0
-                     else f"UNDO (iteration {undo_k}, not chosen: val below one-shot)", undo_k))
+                     else f"UNDO (iteration {undo_k}, not chosen: val not above one-shot)", undo_k))
     rows = []
     for label, k in arms:
         res = attempts(k)
