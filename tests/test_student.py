@@ -272,7 +272,7 @@ def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> N
     assert first.n == 3 and 0 <= first.correct <= 3
     row = first.attempts[0]
     assert set(row) == {"id", "question", "answer", "output", "predicted", "correct",
-                        "completion_tokens"}
+                        "false_step", "completion_tokens"}
     assert row["id"] == records[0].id and row["answer"] == records[0].answer
     # simulate a kill in the middle of writing the last row
     text = out.read_text()
