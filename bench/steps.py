@@ -17,6 +17,7 @@ import re
 import sys
 from pathlib import Path
 
+from undo.runstore import read_jsonl
 from undo.steps import first_false_step
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -37,19 +38,15 @@ def gsm8k() -> None:
         print(f"  {step}")
 
 
-def _rows(path: str) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
 def runs(dirs: list[str]) -> None:
     for d in dirs:
         for path in sorted(glob.glob(f"{d}/iter_*/rationales.jsonl")):
-            texts = [t for r in _rows(path) if r["verdict"] != "failed"
+            texts = [t for r in read_jsonl(Path(path)) if r["verdict"] != "failed"
                      for t in (r.get("rationales") or [r["rationale"]])]
             bad = sum(first_false_step(t) is not None for t in texts)
             print(f"{path}: {bad} of {len(texts)} verified rationales hold a false step")
         for path in sorted(glob.glob(f"{d}/iter_*/attempts_train.jsonl")):
-            right = [a["output"] for a in _rows(path) if a["correct"]]
+            right = [a["output"] for a in read_jsonl(Path(path)) if a["correct"]]
             bad = sum(first_false_step(o) is not None for o in right)
             print(f"{path}: {bad} of {len(right)} right answers came through a false step")
 
