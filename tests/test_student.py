@@ -385,3 +385,88 @@ def test_launcher_failure_is_a_user_error(tmp_path: Path) -> None:
     data.write_text('{"id": "1", "prompt": "q", "completion": "a"}\n')
     with pytest.raises(UserError, match="torchrun training failed"):
         launch_training(data, tmp_path / "out", cfg, "torchrun", 1, progress=False)
+
+
+@pytest.mark.slow
+def test_loss_on_completion_positions_equals_the_models_own(base: SimpleNamespace) -> None:
+    """The CPU trainer projects onto the vocabulary only where the next token is a target;
+    the loss must be the model's own token-mean NLL, padded or padding-free alike."""
+    import torch
+
+    from undo.student.train import _plain_loss_trainer
+
+    tok = base.tok
+    seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in
+            ("Question: two plus two? Answer: 2 + 2 = 4. The answer is 4.",
+             "Q: 7 - 3? A: 7 - 3 = 4. The answer is 4. Done now.")]
+    prompt_len = [5, 4]
+    width = max(len(s) for s in seqs)
+    ids = torch.zeros((2, width), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    labels = torch.full_like(ids, -100)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+        labels[i, prompt_len[i] : len(s)] = torch.tensor(s[prompt_len[i] :])
+    trainer = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=False))
+    loss_fn = _plain_loss_trainer().compute_loss
+    model = base.model.eval()
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        ours = loss_fn(trainer, model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
+        n = int((labels[:, 1:] != -100).sum())
+        summed = loss_fn(trainer, model, {"input_ids": ids, "attention_mask": mask, "labels": labels},
+                         num_items_in_batch=torch.tensor(n))
+        # padding-free: both examples in one row, positions restarting at each example
+        flat = {"input_ids": torch.cat([ids[i, : len(s)] for i, s in enumerate(seqs)])[None],
+                "position_ids": torch.cat([torch.arange(len(s)) for s in seqs])[None],
+                "labels": torch.cat([labels[i, : len(s)] for i, s in enumerate(seqs)])[None]}
+        packed = loss_fn(trainer, model, flat)
+    assert ours.item() == pytest.approx(ref.item(), abs=1e-5)
+    assert summed.item() == pytest.approx(ref.item(), abs=1e-5)
+    # the second example's first token is a target of nothing (-100 at its prompt start)
+    assert packed.item() == pytest.approx(ref.item(), abs=1e-4)
+
+
+@pytest.mark.slow
+def test_lora_student_loads_merged_with_the_same_outputs(lora_student: SimpleNamespace) -> None:
+    """An adapter loaded for generation is folded into the weights (fewer, larger matmuls);
+    the logits are those of the adapter applied apart."""
+    import torch
+    from peft import PeftModel
+
+    from undo.models import load_model, quiet_deprecations, resolve_model
+
+    resolved = resolve_model(str(lora_student.dir))
+    merged = load_model(resolved, device="cpu").eval()
+    assert not isinstance(merged, PeftModel)
+    base_model = load_model(resolve_model((lora_student.dir / "undo_base.txt").read_text().strip()))
+    with quiet_deprecations():
+        apart = PeftModel.from_pretrained(base_model, str(lora_student.dir)).eval()
+    ids = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        a, b = merged(input_ids=ids).logits, apart(input_ids=ids).logits
+    # fp32 rounding of W + BA against W x + B(A x): ~1e-4 of the logits' scale
+    assert torch.allclose(a, b, rtol=1e-3, atol=1e-2), (a - b).abs().max()
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    assert (a - base_model(input_ids=ids).logits).abs().max() > 1e-3  # the adapter did change it
+
+
+@pytest.mark.slow
+def test_growing_cache_generates_what_the_plain_cache_does(base: SimpleNamespace,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cache that writes into spare room (no copy per token) changes nothing: same
+    greedy texts as transformers' DynamicCache, with rows leaving the batch on the way."""
+    from transformers import DynamicCache
+
+    from undo.student import generate
+
+    convs = [[{"role": "user", "content": c}] for c in
+             ("Name a color.", COPY_PROMPT, "Write two sentences about rivers and the sea.",
+              "Count from one to twenty in words.")]
+    kw = dict(max_new_tokens=80, batch_size=4)  # > _SPARE_TOKENS: the buffer must grow once
+    ours = generate_chat(base.model, base.tok, convs, **kw)
+    monkeypatch.setattr(generate, "_growing_cache", lambda model: DynamicCache(config=model.config))
+    plain = generate_chat(base.model, base.tok, convs, **kw)
+    assert [g.text for g in ours] == [g.text for g in plain]
+    assert len({g.completion_tokens for g in ours}) > 1  # rows did finish at different steps

@@ -127,6 +127,10 @@ class TrainConfig(Section):
     bf16: bool | None = None  # None = when the device supports it
     fp16: bool = False
     gradient_checkpointing: bool = False
+    # each batch as one row of its examples back to back (TRL's padding_free): no pad token is
+    # computed. Off by default: CPU attention (and GPU sdpa) then computes the whole row's T x T
+    # block; measured slower on CPU (bench/train_speed.py). Worth it with flash-attention's varlen.
+    padding_free: bool = False
     report_to: str | list[str] = "none"
     logging_steps: int = 5
     launcher: Literal["none", "accelerate", "torchrun"] = "none"

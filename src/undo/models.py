@@ -266,7 +266,12 @@ def load_model(
     dtype: str | None = None,
     trainable_adapter: bool = False,
 ) -> Any:
-    """A transformers causal LM (GGUF de-quantized to a trainable dtype), adapter applied."""
+    """A transformers causal LM (GGUF de-quantized to a trainable dtype), adapter applied.
+
+    An adapter that is not trained further is merged into the weights: a LoRA left apart
+    costs two extra small matmuls, a scale and an add in every linear layer of every
+    decoded token (measured: 3x the matmul calls, ~1/3 of a student's generation time).
+    """
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
@@ -292,4 +297,6 @@ def load_model(
 
         with quiet_deprecations():
             model = PeftModel.from_pretrained(model, resolved.adapter, is_trainable=trainable_adapter)
+            if not trainable_adapter:
+                model = model.merge_and_unload()
     return model.to(dev)

@@ -165,6 +165,48 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any,
     return logits, mask, positions[:, -1]
 
 
+_SPARE_TOKENS = 64  # room a cache layer grows into before it must be copied again
+
+
+def _growing_cache(model: Any) -> Any:
+    """transformers' DynamicCache with layers that write each new token into spare room.
+
+    DynamicLayer appends by `torch.cat`, copying the layer's whole cache at every decoded
+    token: with a few-shot prefix repeated into each of 96 rows that is ~1 GB per step for
+    the 0.5B teacher (profiled: 11 % of its generation time, 15 % of the student's)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
+            import torch
+
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            old = self.keys.shape[-2] if self.keys.numel() else 0
+            new = old + key_states.shape[-2]
+            kbuf = getattr(self, "_kbuf", None)
+            # a reorder, repeat or crop replaced self.keys with a tensor of its own: start a buffer
+            moved = bool(old) and self.keys.data_ptr() != (kbuf.data_ptr() if kbuf is not None else -1)
+            if kbuf is None or kbuf.shape[-2] < new or moved:
+                shape = (*key_states.shape[:-2], new + _SPARE_TOKENS, key_states.shape[-1])
+                kbuf = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
+                vbuf = torch.empty(shape[:-1] + value_states.shape[-1:], dtype=value_states.dtype,
+                                   device=value_states.device)
+                if old:
+                    kbuf[..., :old, :] = self.keys
+                    vbuf[..., :old, :] = self.values
+                self._kbuf, self._vbuf = kbuf, vbuf
+            self._kbuf[..., old:new, :] = key_states
+            self._vbuf[..., old:new, :] = value_states
+            self.keys, self.values = self._kbuf[..., :new, :], self._vbuf[..., :new, :]
+            return self.keys, self.values
+
+    cache = DynamicCache(config=model.config)
+    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
+    return cache
+
+
 def _generate_batch(
     model: Any,
     tokenizer: Any,
@@ -177,14 +219,13 @@ def _generate_batch(
     generator: Any,
 ) -> list[Generation]:
     import torch
-    from transformers import DynamicCache
 
     device = model.device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     rows = list(range(len(prompts)))  # original row of each live batch slot
     out_ids: list[list[int]] = [[] for _ in prompts]
     finish: list[str] = ["length"] * len(prompts)
-    cache = DynamicCache(config=model.config)
+    cache = _growing_cache(model)
     stop = torch.tensor(sorted(stop_ids), device=device)
 
     with torch.inference_mode():

@@ -108,9 +108,9 @@ def _load_init(init_spec: str, student: StudentConfig, device: str) -> _Init:
         model = load_model(resolved, device="cpu", dtype=dtype, trainable_adapter=True)
         base = (Path(resolved.adapter) / "undo_base.txt").read_text().strip()
         return _Init(model, tokenizer, None, base)
+    # (full fine-tuning from a LoRA student starts from it with the adapter folded in,
+    # which load_model does for any adapter it is not asked to keep training)
     model = load_model(resolved, device="cpu", dtype=dtype)
-    if resolved.adapter:  # full fine-tuning from a LoRA student: fold the adapter in first
-        model = model.merge_and_unload()
     if student.lora is None:
         return _Init(model, tokenizer, None, None)
     from peft import LoraConfig
@@ -151,7 +151,10 @@ def _sft_config(train: TrainConfig, seed: int, output_dir: Path, device: str) ->
         weight_decay=train.weight_decay,
         per_device_train_batch_size=train.batch_size,
         gradient_accumulation_steps=train.grad_accum,
-        max_length=train.max_seq_len,
+        # _prepare already drops examples over max_seq_len (truncation would cut the answer
+        # off); TRL refuses a max_length it cannot enforce without packing
+        max_length=None if train.padding_free else train.max_seq_len,
+        padding_free=train.padding_free,
         seed=seed,
         data_seed=seed,
         bf16=_use_bf16(train, device),
@@ -236,21 +239,34 @@ def _progress_callback() -> Any:
 
 
 def _plain_loss_trainer() -> Any:
-    """SFTTrainer with the model's own loss instead of TRL's fused, chunked LM head.
+    """SFTTrainer with its own loss, computed only where there is something to learn.
 
     TRL patches a chunked log-prob kernel into the model: a GPU memory saver that also
     computes per-token entropy for its logs. Without Triton its torch fallback took 40% of
-    every CPU step here (profiled: 34 of 81 s). The model's own loss is the same token-mean
-    NLL over the same labels (prompt tokens are -100 with completion_only_loss)."""
+    every CPU step here (profiled: 34 of 81 s). The model's own loss would instead project
+    every position onto the vocabulary, prompt included, though only completion tokens are
+    targets (prompt labels are -100): the student's prompt is ~3/4 of each example, and the
+    49k-wide logits and their softmax are a fifth of the step's work. So the LM head runs
+    only at positions whose next token is a target (`logits_to_keep` as a boolean mask);
+    the loss is the same token-mean NLL over the same labels."""
+    import torch
     from trl import SFTTrainer
 
     class PlainLossSFTTrainer(SFTTrainer):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[no-untyped-def]
-            outputs = model(**inputs, use_cache=False, num_items_in_batch=num_items_in_batch)
-            loss = outputs.loss
+            inputs = dict(inputs)
+            labels = inputs.pop("labels")
+            keep = torch.zeros_like(labels, dtype=torch.bool)
+            keep[:, :-1] = labels[:, 1:] != -100  # position p predicts token p + 1
+            targets = labels[:, 1:][keep[:, :-1]]
+            outputs = model(**inputs, use_cache=False, logits_to_keep=keep)
+            logits = outputs.logits.reshape(-1, outputs.logits.shape[-1])
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(len(targets), 1))
             if model.training:  # the token count TRL would log: tokens/s and the progress bar use it
-                seen = self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item()
-                self._total_train_tokens += seen
+                mask = inputs.get("attention_mask")
+                seen = mask.sum() if mask is not None else torch.tensor(labels.numel(), device=labels.device)
+                self._total_train_tokens += self.accelerator.gather_for_metrics(seen).sum().item()
                 self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # as Trainer.compute_loss: DDP averages
