@@ -19,8 +19,7 @@ from undo.grading import (
     grade,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"dataset folder {DATA} missing")
+DATA = Path(__file__).resolve().parent / "fixtures" / "data"  # slices of the release files
 
 OPTIONS = ["bank", "library", "department store", "mall", "new york"]
 
@@ -33,17 +32,14 @@ def _jsonl(path: Path) -> list[dict]:
 # --- real data: every gold answer written the way the teacher is asked to must pass ---
 
 
-@needs_data
 def test_gsm8k_gold_rationales_all_correct() -> None:
     rows = _jsonl(DATA / "gsm8k" / "train.jsonl")
-    assert len(rows) == 7473
     correct = sum(
         grade(r["answer"], r["answer"].rsplit("####", 1)[1].strip(), "number").correct for r in rows
     )
-    assert correct == 7473
+    assert correct == len(rows) == 41
 
 
-@needs_data
 def test_gsm8k_real_rows() -> None:
     rows = _jsonl(DATA / "gsm8k" / "train.jsonl")
     first = rows[0]["answer"]  # "... 48+24 = <<48+24=72>>72 clips ...\n#### 72"
@@ -58,7 +54,6 @@ def test_gsm8k_real_rows() -> None:
     assert grade(gold_commas["answer"], gold.replace(",", ""), "number").correct
 
 
-@needs_data
 def test_svamp_float_and_int_answers() -> None:
     rows = json.loads((DATA / "svamp" / "SVAMP.json").read_text(encoding="utf-8"))
     assert rows[0]["Answer"] == 51.0
@@ -68,15 +63,14 @@ def test_svamp_float_and_int_answers() -> None:
     as_int = sum(
         grade(f"The answer is {int(r['Answer'])}", str(r["Answer"]), "number").correct for r in rows
     )
-    assert (as_float, as_int) == (len(rows), len(rows)) == (1000, 1000)
+    assert (as_float, as_int) == (len(rows), len(rows)) == (200, 200)
 
 
-@needs_data
 def test_strategyqa_gold_all_correct() -> None:
     examples = json.loads((DATA / "strategyqa" / "task.json").read_text("utf-8"))["examples"]
     golds = ["Yes" if e["target_scores"]["Yes"] == 1 else "No" for e in examples]
     correct = sum(grade(f"The answer is {g}.", g.lower(), "yesno").correct for g in golds)
-    assert correct == len(examples) == 2290
+    assert correct == len(examples) == 61
     # The BIG-bench "target" rationale starts with the verdict ("Yes. College ...").
     assert all(
         grade(e["target"], g, "yesno").correct
@@ -84,8 +78,7 @@ def test_strategyqa_gold_all_correct() -> None:
     )
 
 
-@needs_data
-@pytest.mark.parametrize(("split", "count"), [("train", 9741), ("dev", 1221)])
+@pytest.mark.parametrize(("split", "count"), [("train", 40), ("dev", 10)])
 def test_commonsenseqa_gold_all_correct(split: str, count: int) -> None:
     rows = _jsonl(DATA / "commonsenseqa" / f"{split}_rand_split.jsonl")
     by_letter = by_text = 0
@@ -98,7 +91,6 @@ def test_commonsenseqa_gold_all_correct(split: str, count: int) -> None:
     assert (by_letter, by_text) == (count, count) == (len(rows), len(rows))
 
 
-@needs_data
 def test_commonsenseqa_wrong_letter_is_wrong() -> None:
     row = _jsonl(DATA / "commonsenseqa" / "dev_rand_split.jsonl")[0]
     choices = [c["text"] for c in row["question"]["choices"]]

@@ -21,7 +21,7 @@ from undo.student.evaluate import evaluate, read_attempts
 from undo.student.generate import ANSWER_DONE, Generation, _batches, _cut_at_answer, generate_chat
 from undo.tasks.base import Record
 
-SVAMP = Path(__file__).parent / "fixtures" / "svamp_sample.json"  # 29 SVAMP records
+SVAMP = Path(__file__).parent / "fixtures" / "data" / "svamp" / "SVAMP.json"  # SVAMP slice
 COPY_PROMPT = "Copy this text exactly: 'The answer is 42. I hope this helps you a lot.'"
 
 
@@ -66,10 +66,9 @@ def test_read_attempts_drops_a_torn_last_line(tmp_path: Path) -> None:
     p = tmp_path / "a.jsonl"
     p.write_text('{"id": "1", "correct": true}\n{"id": "2", "correct": false}\n{"id": "3", "cor')
     rows = read_attempts(p)
-    assert list(rows) == ["1", "2"]
-    assert p.read_text().endswith("false}\n")  # appending now starts on a clean line
+    assert list(rows) == ["1", "2"]  # row 3 is redone (the next append cuts it: test_runstore)
     p.write_text('{"id": "1"}\n{"id": "2"}')  # complete row, newline lost
-    assert list(read_attempts(p)) == ["1", "2"] and p.read_text().endswith("}\n")
+    assert list(read_attempts(p)) == ["1", "2"]
     p.write_text('{"id": "1"}\nnot json\n{"id": "2"}\n')
     with pytest.raises(UserError, match=":2:"):
         read_attempts(p)
@@ -97,7 +96,7 @@ def _fmt(x: float) -> str:
 
 
 def svamp_rows(start: int, n: int) -> list[tuple[Record, str]]:
-    """(record, equation rationale) pairs from the SVAMP sample shipped with the tests."""
+    """(record, equation rationale) pairs from the SVAMP slice shipped with the tests."""
     out = []
     for r in json.loads(SVAMP.read_text())[start : start + n]:
         ans = _fmt(r["Answer"])
@@ -269,7 +268,11 @@ def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> N
     cfg = StudentConfig(model=base.dir, max_new_tokens=16, batch_size=2)
     out = tmp_path / "attempts.jsonl"
     first = evaluate(records[:3], base.dir, cfg, out_path=out, model=base.model, tokenizer=base.tok)
-    assert first.n == 3 and 0 <= first.correct <= 3
+    assert first.n == 3
+    # every row's verdict is the grader's on the text it recorded, and the count is theirs
+    assert [a["correct"] for a in first.attempts] == [r.grade(a["output"]).correct
+                                                      for r, a in zip(records, first.attempts, strict=False)]
+    assert first.correct == sum(a["correct"] for a in first.attempts)
     row = first.attempts[0]
     assert set(row) == {"id", "question", "answer", "output", "predicted", "correct",
                         "false_step", "completion_tokens"}

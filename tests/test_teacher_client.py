@@ -77,9 +77,12 @@ def test_job_survives_every_fault_in_order_nothing_lost_or_duplicated():
         usage = Usage()
         done: list[int] = []
         seen: list[int] = []
-        results = backend.complete(
-            reqs, usage, progress=done.append, on_result=lambda i, c: seen.append(i)
-        )
+        try:
+            results = backend.complete(
+                reqs, usage, progress=done.append, on_result=lambda i, c: seen.append(i)
+            )
+        except Exception as e:
+            raise AssertionError(f"{e}\nserver-side errors:\n" + "\n".join(srv.errors)) from e
     assert_correct(reqs, results)
     assert usage.retry_reasons == {
         "429": 1, "500": 1, "502": 1, "503": 1, "bad_json": 1, "empty": 1, "timeout": 1,

@@ -113,8 +113,10 @@ def run(
 
     Example: undo run configs/svamp.yaml teacher.base_url=http://localhost:8000/v1 name=svamp-1
     """
-    if config is not None and "=" in config.name and not config.exists():
-        overrides, config = [str(config), *(overrides or [])], None  # only key=value given
+    # only key=value given: the first one landed in `config` (its value may hold a "/")
+    if config is not None and "/" not in str(config).split("=", 1)[0] and "=" in str(config) \
+            and not config.exists():
+        overrides, config = [str(config), *(overrides or [])], None
     cfg = _config(config, overrides)
     if dry_run:
         from undo.plan import plan
@@ -133,7 +135,7 @@ def demo(
     overrides: Overrides = None,
     dry_run: Annotated[bool, typer.Option("--dry-run")] = False,
 ) -> None:
-    """The offline demo: SVAMP, in-process Qwen2.5-Coder-0.5B teacher, SmolLM2-135M student.
+    """The offline demo: generated sums, in-process Qwen2.5-Coder-0.5B teacher, SmolLM2-135M student.
 
     Same as: undo run configs/demo.yaml
     """

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -19,6 +20,15 @@ from undo.errors import UserError
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# Value ranges, checked when the config loads: a bad value is one line naming its key
+# before anything runs, never a traceback an hour in.
+Count = Annotated[int, Field(ge=1)]  # sizes, batches, steps: at least one
+NonNegative = Annotated[int, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+# torch dtypes by name; None = the device's best (models.pick_dtype)
+Dtype = Literal["float32", "bfloat16", "float16"] | None
 
 
 class TaskConfig(Section):
@@ -46,9 +56,9 @@ class TaskConfig(Section):
 
 
 class SplitsConfig(Section):
-    train: int | None = 700  # None = the whole pool minus val
-    val: int = 50
-    test: int | None = 300  # None = the whole test split
+    train: Count | None = 700  # None = the whole pool minus val
+    val: Count = 50
+    test: Count | None = 300  # None = the whole test split
 
 
 class TeacherConfig(Section):
@@ -56,19 +66,19 @@ class TeacherConfig(Section):
     model: str = "qwen2.5-coder-0.5b-instruct"
     base_url: str | list[str] | None = None
     api_key_env: str | None = None
-    concurrency: int = 16
-    max_attempts: int = 2
-    temperature: float = 0.7
-    top_p: float = 0.95
-    max_tokens: int = 512
-    timeout: float = 120.0
-    max_retries: int = 8
+    concurrency: Count = 16
+    max_attempts: Count = 2
+    temperature: Annotated[float, Field(ge=0)] = 0.7
+    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
+    max_tokens: Count = 512
+    timeout: Positive = 120.0
+    max_retries: NonNegative = 8
     rationalize: bool = True
-    batch_size: int = 16  # in-process backends
+    batch_size: Count = 16  # in-process backends
     device: str | None = None  # in-process backends: cpu | cuda | auto
-    dtype: str | None = None
+    dtype: Dtype = None
     prompts: dict[str, str] = Field(default_factory=dict)  # name -> template path override
-    few_shot: int = 0
+    few_shot: NonNegative = 0
     # rationale style: stepwise (chain of thought) | concise (one equation per line, no prose):
     # a 135M student imitates long LaTeX-laden explanations into rambling
     style: Literal["stepwise", "concise"] = "stepwise"
@@ -76,7 +86,7 @@ class TeacherConfig(Section):
     price: dict[str, float] = Field(default_factory=dict)
     # distinct verified refined rationales kept per failed question (diverse reasoning);
     # sampling gets max_attempts + refine_samples - 1 tries per question
-    refine_samples: int = 1
+    refine_samples: Count = 1
     history: bool = True  # show earlier refinements of the same question to the teacher
     # a rationale's written calculations must hold, not only its answer (undo/steps.py); the
     # student's right answers reached through a false step count as errors to refine, too
@@ -85,18 +95,11 @@ class TeacherConfig(Section):
     # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
     show_attempt: bool = True
 
-    @field_validator("max_attempts", "concurrency", "batch_size", "refine_samples")
-    @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1:
-            raise ValueError("must be >= 1")
-        return v
-
 
 class LoraConfig(Section):
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0
+    r: Count = 16
+    alpha: Positive = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: str | list[str] = "all-linear"
 
 
@@ -104,25 +107,25 @@ class StudentConfig(Section):
     model: str = "smollm2-135m-instruct"
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
     device: str | None = None
-    dtype: str | None = None  # float32 | bfloat16 | float16 | None = auto
-    max_new_tokens: int = 320
-    batch_size: int = 32  # inference
+    dtype: Dtype = None
+    max_new_tokens: Count = 320
+    batch_size: Count = 32  # inference
     backend: Literal["transformers", "vllm"] = "transformers"
 
 
 class TrainConfig(Section):
-    epochs: float = 3.0
+    epochs: Positive = 3.0
     # epochs for iterations >= 1; None = epochs. With loop.student_init=continue the student
     # already knows iteration 0's data, so a shorter pass on the new mix suffices
-    refine_epochs: float | None = None
-    max_steps: int = -1
-    lr: float = 2.0e-4
+    refine_epochs: Positive | None = None
+    max_steps: Annotated[int, Field(ge=-1)] = -1  # -1 = epochs decide
+    lr: Positive = 2.0e-4
     scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 1024
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    batch_size: Count = 8
+    grad_accum: Count = 1
+    max_seq_len: Count = 1024
     seed: int | None = None  # None = the run's seed
     bf16: bool | None = None  # None = when the device supports it
     fp16: bool = False
@@ -132,20 +135,20 @@ class TrainConfig(Section):
     # block; measured slower on CPU (bench/train_speed.py). Worth it with flash-attention's varlen.
     padding_free: bool = False
     report_to: str | list[str] = "none"
-    logging_steps: int = 5
+    logging_steps: Count = 5
     launcher: Literal["none", "accelerate", "torchrun"] = "none"
-    num_processes: int = 1
+    num_processes: Count = 1
     accelerate_config: str | None = None
     match_steps_of: str | None = None  # path of an UNDO run: train one-shot for its total steps
 
 
 class LoopConfig(Section):
     method: Literal["undo", "oneshot"] = "undo"
-    max_iterations: int = 3
-    patience: int = 1
+    max_iterations: NonNegative = 3
+    patience: Count = 1
     mix: Literal["mix", "replace", "accumulate"] = "mix"
     student_init: Literal["base", "continue"] = "base"
-    val_errors_shown: int = 20
+    val_errors_shown: NonNegative = 20
     eval_base: bool = True  # also score the untrained student (the comparison's first row)
 
 
@@ -154,8 +157,8 @@ class OutputConfig(Section):
 
 
 class RunConfig(Section):
-    name: str = "undo-run"
-    seed: int = 0
+    name: str = "undo-run"  # the run folder under output.dir
+    seed: NonNegative = 0
     task: TaskConfig = Field(default_factory=TaskConfig)
     splits: SplitsConfig = Field(default_factory=SplitsConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
@@ -163,6 +166,14 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, v: str) -> str:
+        # one folder name: a run never writes outside output.dir
+        if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}", v):
+            raise ValueError("must be one folder name (letters, digits, '.', '_', '-'), not a path")
+        return v
 
     @property
     def run_dir(self) -> Path:
@@ -201,7 +212,8 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     key = ".".join(str(p) for p in first["loc"])
     if first["type"] == "extra_forbidden":
         return f"{origin}: {_unknown_key_message(key)}"
-    return f"{origin}: config key '{key}': {first['msg']} (got {first.get('input')!r})"
+    msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own checks
+    return f"{origin}: config key '{key}': {msg} (got {first.get('input')!r})"
 
 
 def parse_value(text: str) -> Any:

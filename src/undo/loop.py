@@ -71,6 +71,7 @@ class UndoRun:
         import yaml
 
         root = self.store.root
+        self.store.lock()  # before anything is read or written: one process per run folder
         cfg_path = root / "config.yaml"
         current = self.cfg.model_dump(mode="json")
         if cfg_path.exists():
@@ -149,7 +150,13 @@ class UndoRun:
                 evaluate(records, student_dir, self.cfg.student, out_path=path, progress=advance,
                          model=model, tokenizer=tok)
             self.store.mark_done(k, stage_name)
-        return {a["id"]: a for a in read_jsonl(path)}
+        rows = {a["id"]: a for a in read_jsonl(path)}
+        missing = [r.id for r in self.splits[split] if r.id not in rows]
+        if missing:  # a score over part of a split would be a different number, silently
+            raise UserError(f"{path}: no attempt for {len(missing)} of the {len(self.splits[split])} "
+                            f"{split} questions (e.g. {missing[0]}); delete the file and "
+                            f"{self.store.iter_dir(k) / '.done' / stage_name} to redo it")
+        return {r.id: rows[r.id] for r in self.splits[split]}
 
     def score(self, k: int | str, student_dir: str, metrics: dict[str, Any]) -> None:
         """val/test accuracy and counts of the student at `student_dir` into metrics."""

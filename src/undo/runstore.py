@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from undo.errors import UserError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -39,12 +41,61 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    """One row per call, flushed: a crash loses at most the row being written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+def _cut_torn_tail(path: Path) -> None:
+    """Make the file end at a row boundary before anything is appended to it.
+
+    A writer killed mid-row leaves a last line without its newline. Appending after it
+    would glue the next row onto it and make the file unreadable from then on; so a
+    torn tail is cut off (that row is redone), and a tail that is a whole row missing
+    only its newline gets the newline."""
+    if not path.exists() or path.stat().st_size == 0:
+        return
+    with path.open("r+b") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) == b"\n":
+            return  # the usual case: one byte read
+        f.seek(0)
+        data = f.read()  # only after a kill
+        cut = data.rfind(b"\n") + 1  # start of the last line (0: the file is one line)
+        try:
+            json.loads(data[cut:])
+        except ValueError:
+            f.truncate(cut)
+        else:
+            f.write(b"\n")
         f.flush()
+        os.fsync(f.fileno())
+
+
+class JsonlAppender:
+    """Appends rows to a JSONL file, each batch flushed and fsynced: rows are on disk
+    before any stage marker written after them vouches for them."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _cut_torn_tail(self.path)
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        self._f.flush()
+        os.fsync(self._f.fileno())
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> JsonlAppender:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """One row, on disk when this returns: a kill loses at most the row being written."""
+    with JsonlAppender(path) as w:
+        w.write([row])
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -52,22 +103,60 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of a JSONL file; a truncated last line (a killed writer) is ignored."""
+    """Rows of a run's JSONL file. A last line without its newline (a killed writer) is
+    a row only when it is whole JSON; a bad line anywhere else is an error naming it."""
     if not path.exists():
         return
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if not line.endswith("\n"):
-                break  # the writer died mid-line; that row is redone
-            if line.strip():
-                yield json.loads(line)
+    with path.open(encoding="utf-8", errors="strict") as f:
+        try:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    if not line.endswith("\n"):
+                        return  # the writer died mid-line; that row is redone
+                    raise UserError(f"{path}:{n}: not valid JSON; delete that line (its row "
+                                    "is redone) or the file") from None
+        except UnicodeDecodeError:
+            raise UserError(f"{path}: not UTF-8 text") from None
 
 
 class RunStore:
-    """Paths and markers of runs/<name>/."""
+    """Paths, markers and the lock of runs/<name>/."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
+        self._lock: Any = None
+
+    def lock(self) -> None:
+        """Hold the run folder for this process's lifetime: a second `undo run` on the same
+        folder stops at once instead of interleaving its writes with ours. The kernel drops
+        an flock when its holder dies, so a killed run never leaves a stale lock."""
+        import fcntl
+
+        if self._lock is not None:
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        f = (self.root / ".lock").open("a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            f.close()
+            raise UserError(f"{self.root} is in use by another undo process (pid {holder}); "
+                            "wait for it or use another name=") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock = f
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()  # closing the file releases the flock
+            self._lock = None
 
     def iter_dir(self, k: int | str) -> Path:
         return self.root / (f"iter_{k}" if isinstance(k, int) else k)

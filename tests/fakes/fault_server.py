@@ -53,6 +53,7 @@ class FaultServer:
         self.model_calls = 0
         self.successes: list[str] = []  # last user message of each completion served
         self.auth_headers: list[str | None] = []
+        self.errors: list[str] = []  # exceptions in handler threads, for a failing test's message
         self._httpd: ThreadingHTTPServer | None = None
         self._threads: list[threading.Thread] = []
 
@@ -75,6 +76,7 @@ class FaultServer:
             owner = server
 
         self._httpd = _QuietServer(("127.0.0.1", 0), Handler)
+        self._httpd.errors = self.errors
         serve = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
         serve.start()
         # Bounded: a test that forgets to stop the server does not leave it running.
@@ -103,9 +105,14 @@ class FaultServer:
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    errors: list[str]
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # the client hung up on a slow answer: expected, not noise for the test log
+        # kept, not printed: a client hanging up on a slow answer is expected; a test that
+        # fails shows them
+        import traceback
+
+        self.errors.append(traceback.format_exc(limit=3))
 
 
 class _Handler(BaseHTTPRequestHandler):

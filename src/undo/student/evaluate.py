@@ -7,7 +7,6 @@ questions it has no row for.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 from undo.config import StudentConfig
 from undo.errors import UserError
+from undo.runstore import JsonlAppender, read_jsonl
 from undo.steps import first_false_step
 from undo.student.generate import encode_chats, generate_chat, load_student
 from undo.tasks.base import Record, student_messages
@@ -32,32 +32,8 @@ class EvalResult:
 
 
 def read_attempts(path: Path) -> dict[str, dict[str, Any]]:
-    """Rows already written, by id. A torn last line (killed mid-write) is cut off
-    the file, so appending continues from a clean line boundary."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    body, newline, tail = data.rpartition(b"\n")
-    rows: dict[str, dict[str, Any]] = {}
-    for n, raw in enumerate(body.split(b"\n") if newline else [], 1):
-        if raw.strip():
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{n}: not valid JSON; delete the line or the file") from None
-            rows[str(row["id"])] = row
-    if tail.strip():  # no newline after the last row: a write was cut short
-        try:
-            row = json.loads(tail)
-        except json.JSONDecodeError:
-            with path.open("r+b") as f:
-                f.truncate(len(body) + len(newline))
-        else:
-            rows[str(row["id"])] = row
-            with path.open("ab") as f:
-                f.write(b"\n")
-    return rows
+    """Rows already written, by id (a torn last row is not one: it is redone)."""
+    return {str(row["id"]): row for row in read_jsonl(Path(path))}
 
 
 def _attempt(record: Record, output: str, completion_tokens: int) -> dict[str, Any]:
@@ -124,10 +100,7 @@ def _generate(
     # (and survives a kill) as soon as it is done, with little padding waste
     lengths = [len(ids) for ids in encode_chats(tokenizer, convs)]
     order = sorted(range(len(todo)), key=lambda i: -lengths[i])
-    f = None
-    if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        f = Path(out_path).open("a")
+    f = JsonlAppender(Path(out_path)) if out_path else None
     try:
         for start in range(0, len(order), cfg.batch_size):
             chunk = order[start : start + cfg.batch_size]
@@ -140,13 +113,11 @@ def _generate(
                 batch_size=cfg.batch_size,
                 stop_at_answer=True,
             )
-            for i, g in zip(chunk, gens, strict=True):
-                row = _attempt(todo[i], g.text, g.completion_tokens)
+            rows = [_attempt(todo[i], g.text, g.completion_tokens) for i, g in zip(chunk, gens, strict=True)]
+            for row in rows:
                 done[row["id"]] = row
-                if f:
-                    f.write(json.dumps(row) + "\n")
             if f:
-                f.flush()
+                f.write(rows)
             if progress:
                 progress(len(chunk))
     finally:
@@ -170,9 +141,8 @@ def _generate_vllm(
     )
     rows = [_attempt(r, g.text, g.completion_tokens) for r, g in zip(todo, gens, strict=True)]
     if out_path:
-        Path(out_path).parent.mkdir(parents=True, exist_ok=True)
-        with Path(out_path).open("a") as f:
-            f.writelines(json.dumps(row) + "\n" for row in rows)
+        with JsonlAppender(Path(out_path)) as f:
+            f.write(rows)
     for row in rows:
         done[row["id"]] = row
     if progress:

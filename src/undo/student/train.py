@@ -139,8 +139,6 @@ def _use_bf16(train: TrainConfig, device: str) -> bool:
 def _sft_config(train: TrainConfig, seed: int, output_dir: Path, device: str) -> Any:
     from trl import SFTConfig
 
-    if not 0 <= train.warmup_ratio < 1:
-        raise UserError(f"train.warmup_ratio must be in [0, 1) (got {train.warmup_ratio})")
     return SFTConfig(
         output_dir=str(output_dir),
         num_train_epochs=train.epochs,

@@ -10,13 +10,13 @@ import hashlib
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from undo.errors import UserError
 from undo.grading import format_number
 from undo.grading import parse_yesno as _yesno
 from undo.tasks.base import LETTERS, Record, Task, register_task
-from undo.tasks.readers import Row, field, hub_rows, read_rows
+from undo.tasks.readers import field, hub_rows, read_rows
 
 # Single-file releases (SVAMP, BIG-bench StrategyQA) have no test split: a fixed
 # seed makes the carve-out identical for every run and every arm of a comparison.
@@ -28,7 +28,10 @@ def stable_id(prefix: str, text: str) -> str:
     return f"{prefix}-{hashlib.sha1(text.encode()).hexdigest()[:12]}"
 
 
-def carve(rows: list[Row], part: str) -> list[Row]:
+T = TypeVar("T")
+
+
+def carve(rows: list[T], part: str) -> list[T]:
     order = list(range(len(rows)))
     random.Random(CARVE_SEED).shuffle(order)
     n_test = round(len(rows) * CARVE_TEST_FRACTION)
@@ -162,10 +165,7 @@ def commonsenseqa() -> Task:
 def load_strategyqa(source: str | None, part: str) -> list[Record]:
     files = {"train": ["task.json"], "test": ["task.json"]}
     path = local_path(source, files, part) if source else None
-    if path:
-        rows = carve(read_rows(path), part)  # BIG-bench's version is one file
-    else:
-        rows = hub_rows(source or "ChilleD/StrategyQA", part)
+    rows = read_rows(path) if path else hub_rows(source or "ChilleD/StrategyQA", part)
     out, seen = [], set()
     for where, row in rows:
         if "target_scores" in row:  # BIG-bench layout
@@ -183,7 +183,9 @@ def load_strategyqa(source: str | None, part: str) -> list[Record]:
         seen.add(rid)
         out.append(Record(id=rid, question=question, answer=answer, answer_type="yesno",
                           meta={"facts": facts}))
-    return out
+    # BIG-bench's version is one file: carved after removing repeats, so that a repeated
+    # question cannot land in train and test both
+    return carve(out, part) if path else out
 
 
 @register_task("strategyqa")
