@@ -113,8 +113,12 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     t = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=1"])
     assert t["train_examples"] == len((run_dir / "iter_0/train_data.jsonl").read_text().splitlines())
     assert t["test_n"] == 3
-    rows = compare([f"{run_dir}@0", str(run_dir / "transfer_smollm2-135m-instruct_iter0")], n_boot=200)
+    assert Path(t["dir"]).name.startswith("transfer_smollm2-135m-instruct_iter0_")
+    rows = compare([f"{run_dir}@0", t["dir"]], n_boot=200)
     assert [r["n"] for r in rows] == [3, 3]
+    # the same student with another setting gets a folder of its own
+    other = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=2"])
+    assert other["dir"] != t["dir"]
 
     # 6) a changed setting is refused instead of mixing two configs in one folder
     with pytest.raises(UserError, match="train.lr"):

@@ -193,3 +193,25 @@ def test_a_right_answer_through_a_false_step_is_rejected(server, tmp_path, check
         assert explained and all(a["predicted"] == rec.answer for a in explained)  # answer was right
     else:
         assert row["verdict"] == "verified"
+
+
+def test_sampled_attempts_depend_on_the_run_seed_and_greedy_ones_do_not(tmp_path):
+    """Seeds 0/1/2 of a comparison must be independent samples of the teacher, not one
+    sample served three times from the cache; the greedy answer is shared."""
+    bodies: list[dict] = []
+
+    def record(n: int, body: dict) -> str | None:
+        bodies.append(body)
+        return None
+
+    with FaultServer(record) as srv:
+        hopeless = Record("q", "What is the meaning of life?", "-1", "number")
+        for seed in (0, 1):
+            teacher, cfg = teacher_for(srv.url, tmp_path / f"s{seed}")
+            cfg.rationalize = False
+            generate_rationales([TeachItem(hopeless)], teacher, cfg, tmp_path / f"r{seed}.jsonl",
+                                Usage(), seed=seed)
+    greedy = [b for b in bodies if b["temperature"] == 0]
+    sampled = [b for b in bodies if b["temperature"] > 0]
+    assert len(greedy) == 2 and all("seed" not in b for b in greedy)
+    assert [b["seed"] for b in sampled] == [1, 1001]  # attempt 1 of seed 0, then of seed 1

@@ -78,3 +78,19 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path: Path) -> None:
     store.lock()  # kill -9 released it
     assert json.loads((root / ".lock").read_text().strip()) > 0
     store.unlock()
+
+
+def test_an_output_file_refuses_rows_made_with_other_settings(tmp_path: Path) -> None:
+    from undo.runstore import claim_output
+
+    out = tmp_path / "attempts.jsonl"
+    made = {"command": "eval", "student": "s1", "split": "test"}
+    claim_output(out, made)
+    out.write_text('{"id": "1"}\n')
+    claim_output(out, dict(made))  # the same again: resume
+    with pytest.raises(UserError, match=r"differs in split, student"):
+        claim_output(out, {**made, "student": "s2", "split": "val"})
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text('{"id": "x"}\n')  # a user's file that undo did not write
+    with pytest.raises(UserError, match="cannot tell what made it"):
+        claim_output(mine, made)

@@ -74,6 +74,38 @@ def test_read_attempts_drops_a_torn_last_line(tmp_path: Path) -> None:
         read_attempts(p)
 
 
+@pytest.mark.parametrize("scale", [8.0, 1.0])  # a peaked row (nucleus within the candidates), a flat one
+def test_nucleus_sampling_draws_only_from_the_top_p_set(scale: float) -> None:
+    import torch
+
+    from undo.student.generate import RowSampling, _sample
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 5000) * scale
+    rows = [RowSampling(0.7, 0.9, 1), RowSampling(0.0), RowSampling(1.0, 1.0, 2)]
+    gens = [torch.Generator().manual_seed(1), None, torch.Generator().manual_seed(2)]
+    probs = torch.softmax(logits[0] / 0.7, dim=-1)
+    sp, si = probs.sort(descending=True)
+    nucleus = set(si[(sp.cumsum(0) - sp) <= 0.9].tolist())  # the reference rule, whole vocabulary
+    seen = set()
+    for _ in range(200):
+        t = _sample(logits, rows, gens)
+        seen.add(int(t[0]))
+        assert int(t[1]) == int(logits[1].argmax())  # greedy row
+    assert seen <= nucleus and len(seen) > 1
+
+
+def test_training_never_replaces_a_folder_that_is_not_a_student(tmp_path: Path) -> None:
+    from undo.student.train import train_student
+
+    precious = tmp_path / "thesis"
+    precious.mkdir()
+    (precious / "chapter1.tex").write_text("months of work")
+    with pytest.raises(UserError, match="not an undo student folder"):
+        train_student([], precious, StudentConfig(), TrainConfig(), seed=0)
+    assert (precious / "chapter1.tex").read_text() == "months of work"
+
+
 # ---- shared fixtures ---------------------------------------------------------------
 
 
@@ -473,3 +505,33 @@ def test_growing_cache_generates_what_the_plain_cache_does(base: SimpleNamespace
     plain = generate_chat(base.model, base.tok, convs, **kw)
     assert [g.text for g in ours] == [g.text for g in plain]
     assert len({g.completion_tokens for g in ours}) > 1  # rows did finish at different steps
+
+
+@pytest.mark.slow
+def test_repeated_prompts_prefill_once_and_each_row_samples_on_its_own(base: SimpleNamespace) -> None:
+    """k samples of one prompt (a teacher's refinements) share one prefill, and greedy and
+    sampled rows share a batch: each row's text is the one it gets alone."""
+    from undo.student.generate import RowSampling
+
+    prefill_rows: list[int] = []
+
+    class Spy:  # the real model, noting how many rows each prompt prefill carries
+        forward = type(base.model).forward  # what _cache_kwarg inspects
+
+        def __getattr__(self, name: str):
+            return getattr(base.model, name)
+
+        def __call__(self, **kw):
+            if kw.get("logits_to_keep") == 1 and kw.get("attention_mask") is not None:
+                prefill_rows.append(kw["input_ids"].shape[0])
+            return base.model(**kw)
+
+    animal = [{"role": "user", "content": "Name an animal and describe it."}]
+    color = [{"role": "user", "content": "Name a color."}]
+    convs = [animal, animal, animal, color]
+    rows = [RowSampling(0.0), RowSampling(0.9, 0.95, 11), RowSampling(0.9, 0.95, 12), RowSampling(0.0)]
+    gens = generate_chat(Spy(), base.tok, convs, max_new_tokens=16, batch_size=4, sampling=rows)
+    assert prefill_rows == [2]  # two distinct prompts, not four rows
+    alone = [generate_chat(base.model, base.tok, [c], max_new_tokens=16, sampling=[rs])[0].text
+             for c, rs in zip(convs, rows, strict=True)]
+    assert [g.text for g in gens] == alone

@@ -72,7 +72,11 @@ def test_job_survives_every_fault_in_order_nothing_lost_or_duplicated():
     faults = {2: "429", 4: "500", 5: "502", 7: "503", 9: "bad_json", 11: "empty", 13: "slow",
               15: "close"}
     with FaultServer(faults, slow_seconds=1.0) as srv:
-        backend = make_backend(srv.url, timeout=0.4, concurrency=4)
+        # Faults go by arrival order, and which request a given arrival belongs to depends
+        # on thread scheduling: on a busy machine one request's retries can meet several
+        # faults in a row. A retry budget as large as the fault count cannot run out, so the
+        # outcome (every fault retried once, nothing lost) does not depend on scheduling.
+        backend = make_backend(srv.url, timeout=0.4, concurrency=4, max_retries=len(faults))
         reqs = make_requests(24)
         usage = Usage()
         done: list[int] = []
@@ -94,6 +98,24 @@ def test_job_survives_every_fault_in_order_nothing_lost_or_duplicated():
     assert sum(done) == 24 and sorted(seen) == list(range(24))
     # Server-side truth: each question was answered exactly once.
     assert Counter(srv.successes) == Counter(r.messages[-1]["content"] for r in reqs)
+
+
+def test_a_prompt_answered_empty_every_time_is_recorded_not_fatal():
+    reqs = make_requests(6)
+    target = reqs[3].messages[-1]["content"]
+    with FaultServer(lambda n, body: "empty" if body["messages"][-1]["content"] == target else None) as srv:
+        usage = Usage()
+        results = make_backend(srv.url, concurrency=2).complete(reqs, usage)
+    assert results[3].text == "" and results[3].finish_reason == "empty"
+    assert_correct(reqs[:3] + reqs[4:], results[:3] + results[4:])
+    assert usage.retry_reasons == {"empty": 1} and usage.failures == 0  # one more try, then recorded
+
+
+def test_a_redirect_is_a_failure_naming_where_it_points():
+    with FaultServer({1: "302"}) as srv:
+        with pytest.raises(UserError, match="redirects to https://elsewhere/v1/chat/completions"):
+            make_backend(srv.url).complete(make_requests(1), Usage())
+        assert srv.chat_calls == 1  # not retried, not followed
 
 
 def test_empty_content_cut_by_length_is_a_completion_not_a_retry():

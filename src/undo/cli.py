@@ -167,7 +167,7 @@ def teach(
     Example: undo teach gsm8k --out r.jsonl --limit 100 teacher.backend=openai
     teacher.base_url=http://127.0.0.1:8000/v1 teacher.model=Qwen/Qwen2.5-72B-Instruct
     """
-    from undo.runstore import write_json
+    from undo.runstore import claim_output, write_json
     from undo.tasks import split_part
     from undo.teacher import build_teacher
     from undo.teacher.base import Usage
@@ -177,6 +177,11 @@ def teach(
         raise UserError("the test split is never shown to the teacher")
     cfg = _config(config, overrides, **{"task.name": task})
     records = split_part(cfg, split)[:limit]
+    # the teacher settings that change what is written (not where or how fast it asks)
+    teacher_keys = {k: v for k, v in cfg.teacher.model_dump(mode="json").items()
+                    if k not in cfg.teacher.RESUMABLE}
+    claim_output(out, {"command": "teach", "task": cfg.task.model_dump(mode="json"), "split": split,
+                       "seed": cfg.seed, "teacher": teacher_keys})
     teacher = build_teacher(cfg.teacher)
     teacher.health_check()
     usage = Usage()
@@ -185,7 +190,7 @@ def teach(
     with display.stage("teacher explains", None) as advance:
         rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg.teacher, out,
                                    usage, examples=few_shot_examples(records, cfg.teacher.few_shot),
-                                   progress=lambda n, _t: advance(n))
+                                   progress=lambda n, _t: advance(n), seed=cfg.seed)
     stats = {"summary": summarize(rows), "usage": usage.to_dict(),
              "cost_usd": usage.cost(cfg.teacher.price)}
     write_json(out.with_suffix(".usage.json"), stats)
@@ -228,11 +233,15 @@ def eval_(
     Example: undo eval svamp --student runs/demo/iter_1/student task.source=../shared/data/svamp
     """
     from undo import display
+    from undo.runstore import claim_output
     from undo.student.evaluate import evaluate
     from undo.tasks import split_part
 
     cfg = _config(config, overrides, **{"task.name": task})
     records = split_part(cfg, split)[:limit]
+    if out is not None:
+        claim_output(out, {"command": "eval", "student": student, "task": cfg.task.model_dump(mode="json"),
+                           "split": split, "max_new_tokens": cfg.student.max_new_tokens})
     with display.stage(f"student answers {split}", len(records)) as advance:
         res = evaluate(records, student, cfg.student, out_path=out, progress=advance)
     _emit({"n": res.n, "correct": res.correct, "accuracy": res.accuracy})

@@ -10,7 +10,7 @@ import difflib
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,6 +20,9 @@ from undo.errors import UserError
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # keys that may change when a run is resumed, because no result depends on them (where
+    # to reach the teacher, how wide a batch, how long to go on); any other change is refused
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset()
 
 
 # Value ranges, checked when the config loads: a bad value is one line naming its key
@@ -62,6 +65,9 @@ class SplitsConfig(Section):
 
 
 class TeacherConfig(Section):
+    # batch_size too: in-process, each sampled row draws from its own seeded generator
+    RESUMABLE = frozenset({"base_url", "api_key_env", "concurrency", "timeout", "max_retries",
+                           "batch_size", "device", "price"})
     backend: str = "transformers"
     model: str = "qwen2.5-coder-0.5b-instruct"
     base_url: str | list[str] | None = None
@@ -95,6 +101,25 @@ class TeacherConfig(Section):
     # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
     show_attempt: bool = True
 
+    @field_validator("prompts")
+    @classmethod
+    def _known_prompts(cls, v: dict[str, str]) -> dict[str, str]:
+        known = ("explain", "refine", "rationalize")  # teacher/prompts.py TEMPLATES
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown prompt '{name}'; known: {', '.join(known)}")
+        return v
+
+    @field_validator("price")
+    @classmethod
+    def _known_prices(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, usd in v.items():
+            if name not in ("input", "output"):
+                raise ValueError(f"unknown price '{name}'; known: input, output (USD per 1M tokens)")
+            if usd < 0:
+                raise ValueError(f"price '{name}' must be >= 0")
+        return v
+
 
 class LoraConfig(Section):
     r: Count = 16
@@ -104,6 +129,7 @@ class LoraConfig(Section):
 
 
 class StudentConfig(Section):
+    RESUMABLE = frozenset({"batch_size", "device"})
     model: str = "smollm2-135m-instruct"
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
     device: str | None = None
@@ -114,6 +140,10 @@ class StudentConfig(Section):
 
 
 class TrainConfig(Section):
+    # batch_size, grad_accum and num_processes may change together when their product, the
+    # global batch the optimizer sees, stays the same (resume_diff checks the product)
+    RESUMABLE = frozenset({"report_to", "logging_steps", "launcher", "accelerate_config",
+                           "batch_size", "grad_accum", "num_processes"})
     epochs: Positive = 3.0
     # epochs for iterations >= 1; None = epochs. With loop.student_init=continue the student
     # already knows iteration 0's data, so a shorter pass on the new mix suffices
@@ -143,6 +173,7 @@ class TrainConfig(Section):
 
 
 class LoopConfig(Section):
+    RESUMABLE = frozenset({"max_iterations", "patience"})
     method: Literal["undo", "oneshot"] = "undo"
     max_iterations: NonNegative = 3
     patience: Count = 1
@@ -153,6 +184,7 @@ class LoopConfig(Section):
 
 
 class OutputConfig(Section):
+    RESUMABLE = frozenset({"dir"})
     dir: str = "runs"
 
 
@@ -181,6 +213,22 @@ class RunConfig(Section):
 
     def train_seed(self) -> int:
         return self.seed if self.train.seed is None else self.train.seed
+
+
+def resume_diff(saved: RunConfig, current: RunConfig) -> list[str]:
+    """Keys whose change would make a resumed run mix results of two configs."""
+    diff = [f"{name}.{key}" for name, section in current if isinstance(section, Section)
+            for key in type(section).model_fields
+            if key not in section.RESUMABLE and getattr(getattr(saved, name), key) != getattr(section, key)]
+    diff += [k for k in ("name", "seed") if getattr(saved, k) != getattr(current, k)]
+
+    def global_batch(t: TrainConfig) -> int:
+        return t.batch_size * t.grad_accum * t.num_processes
+
+    if global_batch(saved.train) != global_batch(current.train):
+        diff.append(f"train.batch_size x grad_accum x num_processes ({global_batch(saved.train)} -> "
+                    f"{global_batch(current.train)}; keep the product to change the layout)")
+    return diff
 
 
 def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
@@ -276,6 +324,24 @@ def load_config(
         raise UserError(_format_validation_error(e, origin)) from None
 
 
+def redact_url(url: str) -> str:
+    """A URL with any password in it replaced by ***: user:secret@host is a credential."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 def config_to_yaml(cfg: RunConfig) -> str:
-    """The resolved config; secrets never appear since we store only env-var names."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    """The resolved config. Secrets never appear: keys are stored as env-var names, and a
+    password inside teacher.base_url is masked."""
+    data = cfg.model_dump(mode="json")
+    urls = data["teacher"]["base_url"]
+    if isinstance(urls, list):
+        data["teacher"]["base_url"] = [redact_url(u) for u in urls]
+    elif urls is not None:
+        data["teacher"]["base_url"] = redact_url(urls)
+    return yaml.safe_dump(data, sort_keys=False)

@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from undo import display
-from undo.config import RunConfig, config_to_yaml
+from undo.config import RunConfig, config_to_yaml, resume_diff
 from undo.errors import UserError
 from undo.feedback import refine_items, solved, student_profile
 from undo.mixing import mix_training_set
@@ -25,35 +25,6 @@ from undo.teacher.base import Usage
 from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, summarize
 
 SPLITS = ("train", "val", "test")
-# keys that may change between a run and its resume without changing any result
-OPERATIONAL_KEYS = {
-    "teacher": {"base_url", "api_key_env", "concurrency", "timeout", "max_retries", "batch_size",
-                "device", "price"},
-    "student": {"batch_size", "device"},
-    "train": {"report_to", "logging_steps", "launcher", "num_processes", "accelerate_config"},
-    "loop": {"max_iterations", "patience"},
-    "output": {"dir"},
-}
-
-
-def _comparable(cfg: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for section, value in cfg.items():
-        if isinstance(value, dict):
-            skip = OPERATIONAL_KEYS.get(section, set())
-            out[section] = {k: v for k, v in value.items() if k not in skip}
-        else:
-            out[section] = value
-    return out
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    if isinstance(a, dict) and isinstance(b, dict):
-        keys = sorted(set(a) | set(b))
-        return [d for k in keys for d in _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")]
-    return [] if a == b else [prefix.rstrip(".")]
-
-
 class UndoRun:
     """One run folder. Construct, then call run() (or a single stage method)."""
 
@@ -73,14 +44,12 @@ class UndoRun:
         root = self.store.root
         self.store.lock()  # before anything is read or written: one process per run folder
         cfg_path = root / "config.yaml"
-        current = self.cfg.model_dump(mode="json")
         if cfg_path.exists():
-            saved = yaml.safe_load(cfg_path.read_text())
+            raw = yaml.safe_load(cfg_path.read_text())
             try:  # a key added to undo since the run started takes its default, as it did then
-                saved = RunConfig.model_validate(saved).model_dump(mode="json")
-            except ValidationError:
-                pass  # a key removed since: the plain comparison below names it
-            diff = _diff_keys(_comparable(saved), _comparable(current))
+                diff = resume_diff(RunConfig.model_validate(raw), self.cfg)
+            except ValidationError as e:  # a key removed or renamed since
+                diff = [".".join(str(x) for x in e.errors()[0]["loc"])]
             if diff:
                 raise UserError(
                     f"{cfg_path}: this run folder was made with a different config "
@@ -88,16 +57,13 @@ class UndoRun:
                 )
         root.mkdir(parents=True, exist_ok=True)
         write_atomic(cfg_path, config_to_yaml(self.cfg))
-        split_dir = root / "splits"
-        if all((split_dir / f"{s}.jsonl").exists() for s in SPLITS):
-            self.splits = {
-                s: [Record.from_dict(r) for r in read_jsonl(split_dir / f"{s}.jsonl")]
-                for s in SPLITS
-            }
+        if all(self.store.split_file(s).exists() for s in SPLITS):
+            self.splits = {s: [Record.from_dict(r) for r in read_jsonl(self.store.split_file(s))]
+                           for s in SPLITS}
             return
         self.splits = make_splits(self.cfg)
         for s in SPLITS:
-            write_jsonl(split_dir / f"{s}.jsonl", [r.to_dict() for r in self.splits[s]])
+            write_jsonl(self.store.split_file(s), [r.to_dict() for r in self.splits[s]])
 
     @property
     def teacher(self) -> Any:
@@ -128,7 +94,8 @@ class UndoRun:
         usage = Usage()
         with display.stage(f"iter {k} · {label}", None) as advance:
             rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
-                                       examples=examples, progress=lambda n, _total: advance(n))
+                                       examples=examples, progress=lambda n, _total: advance(n),
+                                       seed=self.cfg.seed)
         info = {"usage": usage.to_dict(), "summary": summarize(rows),
                 "cost_usd": usage.cost(self.cfg.teacher.price)}
         write_json(self.store.path(k, "teacher_usage.json"), info)
@@ -286,6 +253,11 @@ class UndoRun:
         cfg = self.cfg
         display.info(f"run folder: {self.store.root}  ·  train {len(self.splits['train'])}, "
                      f"val {len(self.splits['val'])}, test {len(self.splits['test'])}")
+        # what can fail in a minute fails before the base evaluation spends several
+        if cfg.train.match_steps_of:
+            matched_steps(Path(cfg.train.match_steps_of))
+        if not self.store.done(0, "teach"):
+            _ = self.teacher  # builds the backend and health-checks the endpoint
         rows: list[dict[str, Any]] = [self.base_eval()] if cfg.loop.eval_base else []
         last = 0 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations
         best_k, best_val, stale, stop_reason = None, -1.0, 0, "max_iterations"

@@ -123,6 +123,24 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             raise UserError(f"{path}: not UTF-8 text") from None
 
 
+def claim_output(path: Path, made_by: dict[str, Any]) -> None:
+    """Resuming into an output file is only safe when the same thing made it: an --out
+    file remembers what made it (a `.made-by.json` beside it) and refuses rows of another."""
+    path = Path(path)
+    stamp = path.with_name(path.name + ".made-by.json")
+    made_by = json.loads(json.dumps(made_by))  # as it reads back from disk
+    if stamp.exists():
+        before = read_json(stamp)
+        if before != made_by:
+            keys = sorted(k for k in set(before) | set(made_by) if before.get(k) != made_by.get(k))
+            raise UserError(f"{path} holds rows made with other settings (differs in {', '.join(keys)}); "
+                            "use another --out, or delete it and its .made-by.json")
+        return
+    if path.exists() and path.stat().st_size > 0:
+        raise UserError(f"{path} exists and undo cannot tell what made it; use another --out or delete it")
+    write_json(stamp, made_by)
+
+
 class RunStore:
     """Paths, markers and the lock of runs/<name>/."""
 
@@ -163,6 +181,9 @@ class RunStore:
 
     def path(self, k: int | str, name: str) -> Path:
         return self.iter_dir(k) / name
+
+    def split_file(self, split: str) -> Path:
+        return self.root / "splits" / f"{split}.jsonl"
 
     def _marker(self, k: int | str, stage: str) -> Path:
         return self.iter_dir(k) / ".done" / stage

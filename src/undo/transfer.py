@@ -6,6 +6,8 @@ on the run's own test questions, so `undo compare` can pair the results.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -34,17 +36,22 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
     data_path = store.path(iteration, "train_data.jsonl")
     if not data_path.exists():
         raise UserError(f"{data_path}: not found (iteration {iteration} has no training set)")
+    # readable, and unique per (student, overrides): "org/m" and "org_m" or the same
+    # student with another lr never share a folder
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", student).strip("_")[-60:]
-    out = run_dir / f"transfer_{slug}_iter{iteration}"
-    splits = {s: [Record.from_dict(r) for r in read_jsonl(run_dir / "splits" / f"{s}.jsonl")]
+    made_by = {"student": student, "iteration": iteration, "overrides": sorted(overrides)}
+    digest = hashlib.sha1(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:8]
+    out = run_dir / f"transfer_{slug}_iter{iteration}_{digest}"
+    write_json(out / "transfer.json", made_by)
+    splits = {s: [Record.from_dict(r) for r in read_jsonl(store.split_file(s))]
               for s in ("train", "val", "test")}
     by_id = {r.id: r for r in splits["train"]}
     examples = [make_example(by_id[row["id"]], row["rationale"]) for row in read_jsonl(data_path)]
     student_dir = out / "student"
     if not (student_dir / "train_result.json").exists():
         fit(examples, student_dir, cfg, init_from=student)  # honours train.launcher, as the loop does
-    metrics: dict[str, Any] = {"run": str(run_dir), "iteration": iteration, "student": student,
-                               "train_examples": len(examples)}
+    metrics: dict[str, Any] = {"run": str(run_dir), "dir": str(out), "iteration": iteration,
+                               "student": student, "train_examples": len(examples)}
     for split in ("val", "test"):
         res = evaluate(splits[split], str(student_dir), cfg.student,
                        out_path=out / f"attempts_{split}.jsonl")

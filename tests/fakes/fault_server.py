@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # Fault names: "429" (Retry-After: 0), "429:<s>" (Retry-After: s), "500", "502",
-# "503", "400", "401", "404", "slow" (answers after `slow_seconds`), "bad_json",
+# "503", "302" (a redirect), "400", "401", "404", "slow" (answers after `slow_seconds`), "bad_json",
 # "empty" (content "" with finish_reason "stop"), "length_empty" (content "",
 # finish_reason "length": a legitimate completion), "close" (drops the connection).
 FaultFn = Callable[[int, dict[str, Any]], str | None]
@@ -209,6 +209,8 @@ class _Handler(BaseHTTPRequestHandler):
         code, _, arg = fault.partition(":")
         if code == "429":
             self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": arg or "0"})
+        elif code == "302":
+            self._send(302, {"error": {"message": "moved"}}, {"Location": "https://elsewhere/v1/chat/completions"})
         elif code in ("500", "502", "503"):
             self._send(int(code), {"error": {"message": f"injected {code}"}})
         elif code == "400":

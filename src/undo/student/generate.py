@@ -71,19 +71,44 @@ def encode_chats(tokenizer: Any, conversations: list[list[dict]]) -> list[list[i
     return out
 
 
-def _sample(logits: Any, temperature: float, top_p: float, generator: Any) -> Any:
+@dataclass(frozen=True)
+class RowSampling:
+    """How one row picks its tokens: greedy when temperature is 0, else sampled with its
+    own generator, so a row's sample does not depend on which rows share its batch."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+_NUCLEUS_CANDIDATES = 64  # top-p looks among this many tokens first: sorting 150k per row is slow
+
+
+def _sample(logits: Any, rows: list[RowSampling], generators: list[Any]) -> Any:
+    """Next token per row: argmax for greedy rows; for sampled rows a draw from the
+    temperature-scaled distribution cut to its top-p nucleus (the smallest prefix of
+    tokens, most likely first, that holds top_p of the mass), with the row's generator."""
     import torch
 
-    if temperature <= 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits.float() / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, idx = probs.sort(dim=-1, descending=True)
-        # keep the smallest prefix whose mass reaches top_p (the top token always stays)
-        drop = sorted_p.cumsum(dim=-1) - sorted_p > top_p
-        sorted_p = sorted_p.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    nxt = logits.argmax(dim=-1)
+    hot = [i for i, rs in enumerate(rows) if rs.temperature > 0]
+    if not hot:
+        return nxt
+    temps = torch.tensor([rows[i].temperature for i in hot], device=logits.device)[:, None]
+    probs = torch.softmax(logits[hot].float() / temps, dim=-1)
+    top_p, top_ids = probs.topk(min(_NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
+    for j, i in enumerate(hot):
+        rs, gen = rows[i], generators[i]
+        if rs.top_p >= 1.0:
+            nxt[i] = torch.multinomial(probs[j], 1, generator=gen)[0]
+            continue
+        p, ids = top_p[j], top_ids[j]
+        if p.sum() <= rs.top_p:  # a flat distribution: the nucleus reaches past the candidates
+            p, ids = probs[j].sort(descending=True)
+        # a token stays while the mass before it is within top_p (the top token always does)
+        p = p.masked_fill(p.cumsum(dim=-1) - p > rs.top_p, 0.0)
+        nxt[i] = ids[torch.multinomial(p, 1, generator=gen)[0]]
+    return nxt
 
 
 def _cut_at_answer(text: str) -> str:
@@ -211,12 +236,10 @@ def _generate_batch(
     model: Any,
     tokenizer: Any,
     prompts: list[list[int]],
+    sampling: list[RowSampling],
     max_new_tokens: int,
-    temperature: float,
-    top_p: float,
     stop_at_answer: bool,
     stop_ids: set[int],
-    generator: Any,
 ) -> list[Generation]:
     import torch
 
@@ -227,12 +250,21 @@ def _generate_batch(
     finish: list[str] = ["length"] * len(prompts)
     cache = _growing_cache(model)
     stop = torch.tensor(sorted(stop_ids), device=device)
+    generators = [torch.Generator(device=device).manual_seed(rs.seed or 0) if rs.temperature > 0 else None
+                  for rs in sampling]
+    # several samples of one prompt (a teacher's k refinements) prefill it once
+    distinct: dict[tuple[int, ...], int] = {}
+    source = [distinct.setdefault(tuple(p), len(distinct)) for p in prompts]
 
     with torch.inference_mode():
         cache_kw = _cache_kwarg(model)  # once per batch, not per decoded token
-        logits, mask, last_pos = _prefill(model, prompts, pad_id, cache, cache_kw)
+        logits, mask, last_pos = _prefill(model, [list(p) for p in distinct], pad_id, cache, cache_kw)
+        if len(distinct) < len(prompts):
+            idx = torch.tensor(source, device=device)
+            cache.reorder_cache(idx)
+            logits, mask, last_pos = logits[idx], mask[idx], last_pos[idx]
         for step in range(max_new_tokens):
-            nxt = _sample(logits, temperature, top_p, generator)
+            nxt = _sample(logits, [sampling[r] for r in rows], [generators[r] for r in rows])
             is_stop = torch.isin(nxt, stop).tolist() if len(stop) else [False] * len(rows)
             keep: list[int] = []
             for slot, (row, tok, ended) in enumerate(zip(rows, nxt.tolist(), is_stop, strict=True)):
@@ -278,13 +310,14 @@ def _batches(conversations: list[list[dict]], prompts: list[list[int]], batch_si
     would cut the shared part to the system prompt and make every row pay for the
     examples (measured: 20 s instead of 2 s to prefill 16 three-shot teacher prompts).
     Within a group, longest first: similar lengths share a batch (little padding), and
-    a batch that does not fit in memory fails at once rather than at the end."""
+    a batch that does not fit in memory fails at once rather than at the end; repeats
+    of one prompt sit together, so they share a batch and its one prefill."""
     groups: dict[str, list[int]] = {}
     for i, conv in enumerate(conversations):
         groups.setdefault(repr(conv[:-1]), []).append(i)
     batches = []
     for rows in sorted(groups.values(), key=lambda g: -max(len(prompts[i]) for i in g)):
-        rows.sort(key=lambda i: -len(prompts[i]))
+        rows.sort(key=lambda i: (-len(prompts[i]), prompts[i]))  # repeats of a prompt adjacent
         batches += [rows[s : s + batch_size] for s in range(0, len(rows), batch_size)]
     return batches
 
@@ -301,42 +334,43 @@ def generate_chat(
     seed: int | None = None,
     progress: Callable[[int], None] | None = None,
     *,
+    sampling: list[RowSampling] | None = None,
     ignore_eos: bool = False,
 ) -> list[Generation]:
     """One assistant reply per conversation, in the order given.
 
-    Greedy when temperature == 0, else sampling; with a seed, each batch gets its
-    own generator seeded from (seed, batch number), so a rerun with the same
-    inputs and batch size is identical. `progress(n)` is called after each batch
-    with the number of conversations it finished. `ignore_eos` (benchmarks only)
-    runs every row to max_new_tokens.
+    Greedy when temperature == 0, else sampling; or `sampling` gives each conversation
+    its own (temperature, top_p, seed), so greedy and sampled requests share batches.
+    A sampled row draws from its own generator, seeded from (seed, row) or its own
+    seed: a rerun with the same inputs is identical, however they are batched.
+    Repeated conversations (k samples of one prompt) are prefilled once per batch.
+    `progress(n)` is called after each batch with the number of conversations it
+    finished. `ignore_eos` (benchmarks only) runs every row to max_new_tokens.
     """
-    import torch
-
     if not conversations:
         return []
     if batch_size < 1 or max_new_tokens < 1:
         raise UserError("generation needs batch_size >= 1 and max_new_tokens >= 1")
+    if sampling is None:
+        sampling = [RowSampling(temperature, top_p, (seed or 0) * 100_003 + i)
+                    for i in range(len(conversations))]
+    elif len(sampling) != len(conversations):
+        raise ValueError("sampling needs one entry per conversation")
     prompts = encode_chats(tokenizer, conversations)
     stops = set() if ignore_eos else stop_token_ids(model, tokenizer)
     results: list[Generation | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
     try:
-        for b, chunk in enumerate(_batches(conversations, prompts, batch_size)):
-            gen = None
-            if seed is not None and temperature > 0:
-                gen = torch.Generator(device=model.device).manual_seed(seed * 100_003 + b)
+        for chunk in _batches(conversations, prompts, batch_size):
             outs = _generate_batch(
                 model,
                 tokenizer,
                 [prompts[i] for i in chunk],
+                [sampling[i] for i in chunk],
                 max_new_tokens,
-                temperature,
-                top_p,
                 stop_at_answer and not ignore_eos,
                 stops,
-                gen,
             )
             for i, g in zip(chunk, outs, strict=True):
                 results[i] = g

@@ -313,6 +313,11 @@ def train_student(
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
+    # the new student replaces out_dir at the end: never a folder that is not an undo student
+    if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
+                             and not (out_dir / "train_result.json").exists()):
+        raise UserError(f"{out_dir} exists and is not an undo student folder; "
+                        "it would be replaced: choose another --out")
     device = pick_device(student.device)
     init_spec = init_from or student.model
     with quiet_deprecations():

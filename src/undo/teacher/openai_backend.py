@@ -316,7 +316,7 @@ class OpenAIBackend:
         self, client: httpx.Client, method: str, url: str, path: str, **kw: Any
     ) -> httpx.Response:
         try:
-            return client.request(method, url + path, **kw)
+            resp = client.request(method, url + path, **kw)
         except httpx.TimeoutException:
             raise UserError(
                 f"teacher endpoint {url} is unreachable: no answer within {HEALTH_TIMEOUT:.0f} s "
@@ -326,6 +326,10 @@ class OpenAIBackend:
             raise UserError(
                 f"teacher endpoint {url} is unreachable: {e} (is the server running?)"
             ) from None
+        if resp.is_redirect:  # a POST is not re-sent across a redirect: the URL must be the final one
+            raise UserError(f"teacher endpoint {url} redirects to {resp.headers.get('location', '?')}; "
+                            "set teacher.base_url to the address it redirects to")
+        return resp
 
     def _health_status_error(self, url: str, resp: httpx.Response) -> Exception:
         if resp.status_code in (401, 403, 404):
@@ -468,10 +472,14 @@ class _Job:
                 "temperature": req.sampling.temperature,
                 "top_p": req.sampling.top_p,
                 "max_tokens": req.sampling.max_tokens,
+                # a sampled request names its sample: servers that honour seeds (vLLM,
+                # llama.cpp, OpenAI) then give the same text on a rerun
+                **({"seed": req.sample_index} if req.sampling.temperature > 0 else {}),
             },
             ensure_ascii=False,
         ).encode()
         last: _Endpoint | None = None
+        empties = 0
         for attempt in range(self.b.max_retries + 1):
             ep = self.pick(avoid=last)
             try:
@@ -479,6 +487,12 @@ class _Job:
                 ep.consecutive_failures = 0
                 return c
             except _Retry as r:
+                if r.reason == "empty":
+                    empties += 1
+                    if empties == 2 or attempt == self.b.max_retries:
+                        # empty twice: the model's answer to this prompt, not a hiccup. It is
+                        # recorded (and graded unparsed) rather than ending the whole job
+                        return Completion("", 0, 0, "empty")
                 last = ep
                 ep.consecutive_failures += 1
                 delay = self.b._backoff(attempt, r.retry_after)
@@ -525,6 +539,10 @@ class _Job:
         finally:
             ep.in_flight -= 1
         code = resp.status
+        if 300 <= code < 400:  # not followed: a redirected POST loses its body on many servers
+            location = next((v.decode("latin-1") for k, v in resp.headers if k.lower() == b"location"), "?")
+            raise UserError(f"teacher endpoint {ep.url} redirects to {location}; set teacher.base_url "
+                            "to the address it redirects to")
         if code >= 500 or code in RETRY_STATUS:
             retry_after = next(
                 (v.decode("latin-1") for k, v in resp.headers if k.lower() == b"retry-after"),

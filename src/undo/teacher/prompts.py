@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from jinja2.sandbox import SandboxedEnvironment
 
 from undo.errors import UserError
 
@@ -17,7 +18,8 @@ TEMPLATES = ("explain", "refine", "rationalize")
 
 @lru_cache(maxsize=32)
 def _load(path: str) -> jinja2.Template:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+    # sandboxed: a template from a shared config can format text, not reach Python objects
+    env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
     try:
         return env.from_string(Path(path).read_text())
     except OSError as e:
@@ -42,6 +44,8 @@ def render(name: str, overrides: dict[str, str], style: str = "stepwise", **cont
         return _load(path).render(**context).strip()
     except jinja2.UndefinedError as e:
         raise UserError(f"prompt template {path}: {e.message}") from None
+    except jinja2.exceptions.SecurityError as e:
+        raise UserError(f"prompt template {path}: not allowed in a template: {e}") from None
 
 
 # Phrases by which a teacher that saw the gold answer gives it away instead of deriving it.

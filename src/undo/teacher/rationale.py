@@ -76,6 +76,11 @@ def with_answer_line(text: str, record: Record) -> str:
     return f"{text.rstrip()}\n{answer_line(record.gold_display())}"
 
 
+def _sample_index(attempt: int, seed: int) -> int:
+    # attempt 0 is greedy: one answer whatever the seed, so runs share it in the cache
+    return attempt if attempt == 0 else attempt + 1000 * seed
+
+
 def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
     """Up to n worked examples for the explain prompt, from gold rationales (GSM8K has them)."""
     if n <= 0:
@@ -114,12 +119,15 @@ def generate_rationales(
     usage: Usage,
     examples: list[dict] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    seed: int = 0,
 ) -> list[dict[str, Any]]:
     """Write one row per question to out_path (append, resumable); return all rows.
 
     Rows: id, question, answer, rationale (None if failed), rationales (every distinct
     verified text: up to `teacher.refine_samples` for refinements), verdict, reason, mode,
     attempts [{attempt, mode, text, predicted, correct, reason}], usage.
+    `seed` (the run's) makes the sampled attempts of runs with other seeds other samples,
+    in the cache and on the server; greedy attempts are one answer for every seed.
     """
     done = {row["id"]: row for row in read_jsonl(out_path)}
     pending = [it for it in items if it.record.id not in done]
@@ -128,7 +136,8 @@ def generate_rationales(
     verified: dict[str, list[str]] = {}  # id -> distinct verified texts so far
 
     def finish(item: TeachItem, rationale: str | None, verdict: str, reason: str) -> None:
-        texts = verified.get(item.record.id) or ([rationale] if rationale else [])
+        # the first k distinct, in attempt order (a round may have drawn more)
+        texts = (verified.get(item.record.id) or ([rationale] if rationale else []))[:wanted(item.mode)]
         row = {
             "id": item.record.id,
             "question": item.record.question,
@@ -148,17 +157,16 @@ def generate_rationales(
         append_jsonl(out_path, row)
         done[item.record.id] = row
 
-    def run_round(batch: list[TeachItem], mode: str, attempt: int) -> list[TeachItem]:
+    def run_round(batch: list[TeachItem], mode: str, first: int, n: int = 1) -> list[TeachItem]:
+        """Attempts first..first+n-1 of every item in one call; the items still unsolved."""
         nonlocal total_requests
-        reqs = [
-            Request(_messages(it, mode, cfg, examples or []), _sampling(cfg, attempt), attempt)
-            for it in batch
-        ]
+        pairs = [(it, a) for it in batch for a in range(first, first + n)]
+        reqs = [Request(_messages(it, mode, cfg, examples or []), _sampling(cfg, a), _sample_index(a, seed))
+                for it, a in pairs]
         total_requests += len(reqs)
         step = (lambda k: progress(k, len(reqs))) if progress else None
         completions = teacher.complete(reqs, usage, step)
-        unsolved = []
-        for it, c in zip(batch, completions, strict=True):
+        for (it, _), c in zip(pairs, completions, strict=True):
             ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason, cfg.check_steps)
             it.attempts.append({
                 "attempt": len(it.attempts), "mode": mode, "text": c.text,
@@ -169,6 +177,9 @@ def generate_rationales(
             texts = verified.setdefault(it.record.id, [])
             if ok and (text := with_answer_line(c.text, it.record)) not in texts:
                 texts.append(text)
+        unsolved = []
+        for it in batch:
+            texts = verified[it.record.id]
             if len(texts) >= wanted(mode):
                 verdict = RATIONALIZED if mode == "rationalize" else VERIFIED
                 finish(it, texts[0], verdict, "ok")
@@ -181,8 +192,14 @@ def generate_rationales(
 
     for mode in ("explain", "refine"):
         todo = [it for it in pending if it.mode == mode]
-        # k verified samples need at least k attempts: the budget grows with refine_samples
-        for attempt in range(cfg.max_attempts + wanted(mode) - 1):
+        # k verified samples need at least k attempts: the budget grows with refine_samples.
+        # With k > 1 nearly every question uses its whole budget (measured: 43 of 45 in the
+        # demo), so all its attempts go in one round: in-process, one prefill serves them all
+        budget = cfg.max_attempts + wanted(mode) - 1
+        first = budget if wanted(mode) > 1 else 1
+        if todo:
+            todo = run_round(todo, mode, 0, first)
+        for attempt in range(first, budget):
             if todo:
                 todo = run_round(todo, mode, attempt)
         for it in [it for it in todo if verified.get(it.record.id)]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zlib
 from typing import Any
 
 from undo.config import TeacherConfig
@@ -10,7 +12,6 @@ from undo.teacher.base import (
     Completion,
     ProgressFn,
     Request,
-    SamplingParams,
     Usage,
     register_backend,
 )
@@ -44,44 +45,43 @@ class TransformersBackend:
     ) -> list[Completion]:
         self._load()
         out: list[Completion] = [Completion("")] * len(requests)
-        # one generate call per sampling setting, so greedy and sampled requests batch apart
-        groups: dict[tuple[Any, ...], list[int]] = {}
+        # greedy and sampled requests share batches (each row samples on its own), so the
+        # k samples of one refine prompt are prefilled once; only the length limit splits
+        groups: dict[int, list[int]] = {}
         for i, r in enumerate(requests):
-            groups.setdefault((r.sampling, r.sample_index), []).append(i)
+            groups.setdefault(r.sampling.max_tokens, []).append(i)
         chunk = self.cfg.batch_size * 4
-        for (sp, sample_index), group in groups.items():
+        for max_tokens, group in groups.items():
             # length-sorted chunks: batches stay homogeneous, and each finished chunk is
             # handed to on_result (the cache) so a killed job loses at most one chunk
-            group.sort(key=lambda i: sum(len(m["content"]) for m in requests[i].messages))
+            group.sort(key=lambda i: (sum(len(m["content"]) for m in requests[i].messages),
+                                      json.dumps(requests[i].messages)))
             for start in range(0, len(group), chunk):
                 idx = group[start : start + chunk]
-                self._run(idx, requests, sp, sample_index, out, usage, progress, on_result)
+                self._run(idx, requests, max_tokens, out, usage, progress, on_result)
         return out
 
     def _run(
         self,
         idx: list[int],
         requests: list[Request],
-        sp: SamplingParams,
-        sample_index: int,
+        max_tokens: int,
         out: list[Completion],
         usage: Usage,
         progress: ProgressFn | None,
         on_result: Any,
     ) -> None:
-        from undo.student.generate import generate_chat
+        from undo.student.generate import RowSampling, generate_chat
 
         gens = generate_chat(
             self._lm,
             self._tok,
             [requests[i].messages for i in idx],
-            max_new_tokens=sp.max_tokens,
-            temperature=sp.temperature,
-            top_p=sp.top_p,
+            max_new_tokens=max_tokens,
             batch_size=self.cfg.batch_size,
             stop_at_answer=True,
-            seed=sample_index,
             progress=progress,
+            sampling=[_row_sampling(requests[i], RowSampling) for i in idx],
         )
         for i, g in zip(idx, gens, strict=True):
             c = Completion(g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason)
@@ -89,3 +89,11 @@ class TransformersBackend:
             usage.add(c)
             if on_result is not None:
                 on_result(i, c)
+
+
+def _row_sampling(r: Request, row_sampling: Any) -> Any:
+    """A sampled request's seed is a function of its prompt and sample index: the same
+    request draws the same text wherever it is batched, and sample 1 and 2 differ."""
+    sp = r.sampling
+    seed = zlib.crc32(f"{r.sample_index}\n{json.dumps(r.messages)}".encode())
+    return row_sampling(sp.temperature, sp.top_p if sp.temperature > 0 else 1.0, seed)

@@ -1,0 +1,88 @@
+"""config.py: what each key may hold, and which keys may change when a run resumes."""
+
+from __future__ import annotations
+
+import pytest
+
+from undo.config import load_config, resume_diff
+from undo.errors import UserError
+
+
+@pytest.mark.parametrize("override, key", [
+    ("splits.train=0", "splits.train"),
+    ("splits.val=-3", "splits.val"),
+    ("splits.test=0", "splits.test"),
+    ("loop.max_iterations=-1", "loop.max_iterations"),
+    ("loop.patience=0", "loop.patience"),
+    ("teacher.max_retries=-1", "teacher.max_retries"),
+    ("teacher.max_attempts=0", "teacher.max_attempts"),
+    ("teacher.temperature=-0.5", "teacher.temperature"),
+    ("teacher.top_p=1.5", "teacher.top_p"),
+    ("teacher.max_tokens=0", "teacher.max_tokens"),
+    ("teacher.timeout=0", "teacher.timeout"),
+    ("teacher.dtype=fp32", "teacher.dtype"),
+    ("student.batch_size=0", "student.batch_size"),
+    ("student.dtype=bfloat61", "student.dtype"),
+    ("student.max_new_tokens=0", "student.max_new_tokens"),
+    ("student.lora.dropout=1.0", "student.lora.dropout"),
+    ("train.lr=0", "train.lr"),
+    ("train.epochs=0", "train.epochs"),
+    ("train.warmup_ratio=1.0", "train.warmup_ratio"),
+    ("train.grad_accum=0", "train.grad_accum"),
+    ("train.num_processes=0", "train.num_processes"),
+    ("name=../elsewhere", "name"),
+    ("name=a/b", "name"),
+    ("name=", "name"),
+    ("seed=-1", "seed"),
+    ("teacher.prompts.refin=my.j2", "teacher.prompts"),
+    ("teacher.price.inptu=0.5", "teacher.price"),
+])
+def test_a_bad_value_is_one_line_naming_its_key(override: str, key: str) -> None:
+    with pytest.raises(UserError) as e:
+        load_config(overrides=[override])
+    msg = str(e.value)
+    assert f"config key '{key}'" in msg and "\n" not in msg, msg
+
+
+def _cfg(*overrides: str):
+    return load_config(overrides=list(overrides))
+
+
+def test_keys_no_result_depends_on_may_change_on_resume() -> None:
+    saved = _cfg()
+    now = _cfg("teacher.base_url=http://other:8000/v1", "teacher.concurrency=64", "student.batch_size=4",
+               "train.logging_steps=1", "loop.max_iterations=5", "output.dir=elsewhere")
+    assert resume_diff(saved, now) == []
+
+
+def test_keys_that_change_results_are_refused_on_resume() -> None:
+    saved = _cfg()
+    now = _cfg("teacher.temperature=0.2", "train.lr=1e-3", "splits.val=10", "student.lora.r=8", "seed=3")
+    assert set(resume_diff(saved, now)) == {"teacher.temperature", "train.lr", "splits.val", "student.lora",
+                                            "seed"}
+
+
+def test_the_training_layout_may_change_when_the_global_batch_stays() -> None:
+    saved = _cfg("train.batch_size=8")
+    assert resume_diff(saved, _cfg("train.batch_size=4", "train.grad_accum=2")) == []
+    assert resume_diff(saved, _cfg("train.batch_size=2", "train.num_processes=4")) == []
+    [msg] = resume_diff(saved, _cfg("train.num_processes=2"))
+    assert "8 -> 16" in msg
+
+
+def test_a_password_in_the_teacher_url_never_reaches_config_yaml() -> None:
+    from undo.config import config_to_yaml
+
+    cfg = _cfg("teacher.base_url=[https://me:s3cret@host:8000/v1, http://plain:8000/v1]")
+    text = config_to_yaml(cfg)
+    assert "s3cret" not in text
+    assert "https://me:***@host:8000/v1" in text and "http://plain:8000/v1" in text
+
+
+def test_a_prompt_template_cannot_reach_python_internals(tmp_path) -> None:
+    from undo.teacher.prompts import render
+
+    bad = tmp_path / "explain.j2"
+    bad.write_text("{{ question.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(UserError, match="not allowed in a template"):
+        render("explain", {"explain": str(bad)}, question="q")
