@@ -61,7 +61,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--only", nargs="*")
     args = ap.parse_args()
-    common = [f"output.dir={OUT}", f"splits.val={args.val}", f"splits.test={args.test}", "loop.patience=99",
+    # train 100 as measured in RESULTS.md (the demo itself trains on 80 to fit 6 minutes)
+    common = [f"output.dir={OUT}", "splits.train=100", f"splits.val={args.val}", f"splits.test={args.test}",
+              "loop.patience=99",
               f"loop.max_iterations={args.iters}", "loop.eval_base=false"]
     shared = load_config(DEMO, [*common, "name=iter0", "loop.method=oneshot"])
     UndoRun(shared).run()  # the shared iteration 0

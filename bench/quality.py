@@ -36,7 +36,8 @@ from undo.runstore import read_json  # noqa: E402
 ROOT = Path(__file__).resolve().parent
 # preset -> (config file, overrides incl. default sizes); --train/--val/--test override the sizes
 PRESETS: dict[str, tuple[str, list[str]]] = {
-    "chain_sum": ("configs/demo.yaml", ["splits.val=100", "splits.test=500"]),
+    # train 100 as measured in RESULTS.md (the demo itself trains on 80 to fit 6 minutes)
+    "chain_sum": ("configs/demo.yaml", ["splits.train=100", "splits.val=100", "splits.test=500"]),
     # SVAMP's whole 700-question pool (train = pool minus val) and its 300-question test carve-out
     "svamp": ("configs/demo.yaml", ["task.name=svamp", "task.source=../shared/data/svamp", "task.dataset=null",
                                     "task.config={}", "splits.train=null", "splits.val=100", "splits.test=300",

@@ -38,7 +38,8 @@ def main() -> None:
     ap.add_argument("--template", help="a refine template path (default: the shipped concise one)")
     ap.add_argument("--show-attempt", default="true", choices=["true", "false"])
     args = ap.parse_args()
-    overrides = [f"teacher.show_attempt={args.show_attempt}"]
+    # train 100, as when the probe was measured (the demo itself trains on 80)
+    overrides = ["splits.train=100", f"teacher.show_attempt={args.show_attempt}"]
     if args.template:
         overrides.append(f"teacher.prompts.refine={args.template}")
     cfg = load_config(DEMO, overrides)
