@@ -114,3 +114,79 @@ def test_compare_pairs_the_same_questions(tmp_path):
     c = _fake_run(tmp_path, "c", [True] * 5)
     r = undo("compare", str(a), str(c))
     assert r.returncode == 2 and "not scored on the same test questions" in r.stderr
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
+    """name -> undo arguments that must fail with one line and exit 2."""
+    (tmp / "nonnum.jsonl").write_text('{"question": "a?", "answer": "abc"}\n')
+    latin1 = b'{"question": "\xe9t\xe9", "answer": 2}\n'  # ISO-8859-1 bytes, not UTF-8
+    (tmp / "latin.jsonl").write_bytes(b'{"question": "a?", "answer": "1"}\n' + latin1)
+    (tmp / "latin.csv").write_bytes(b"question,answer\na?,1\n\xe9t\xe9,2\n")
+    rows = [{"question": f"What is {i}+{i}?", "answer": 2 * i} for i in range(6)]
+    (tmp / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp / "test.jsonl").write_text(json.dumps({"question": "what is 1+1?", "answer": 2}) + "\n")
+    (tmp / "empty_run" / "iter_0").mkdir(parents=True)
+    (tmp / "empty_run" / "summary.json").write_text('{"best_iteration": 0}')
+    (tmp / "empty_run" / "iter_0" / "attempts_test.jsonl").write_text("")
+    (tmp / "thesis").mkdir()
+    (tmp / "thesis" / "notes.txt").write_text("months of work")
+    (tmp / "foreign.jsonl").write_text('{"id": "x", "correct": true}\n')
+    rationale = {"question": "What is 1+1?", "rationale": "1 + 1 = 2\nThe answer is 2."}
+    (tmp / "rationales.jsonl").write_text(json.dumps(rationale) + "\n")
+    file_task = ["task.answer_type=number", "splits.val=1"]
+    out = f"output.dir={tmp / 'runs'}"
+    return {
+        "val 0": ["run", "splits.val=0", out],
+        "negative train": ["run", "splits.train=-5", out],
+        "test 0": ["run", "splits.test=0", out],
+        "iterations -1": ["run", "loop.max_iterations=-1", out],
+        "retries -1": ["run", "teacher.max_retries=-1", out],
+        "batch 0": ["run", "student.batch_size=0", out],
+        "dtype typo": ["run", "student.dtype=bfloat61", out],
+        "name escapes": ["run", "name=../elsewhere", out],
+        "misspelt key": ["run", "loop.patiance=3", out],
+        "prompt key typo": ["run", "teacher.prompts.refin=x.j2", out],
+        "price key typo": ["run", "teacher.price.inptu=1", out],
+        "no such config": ["run", str(tmp / "nope.yaml")],
+        "non-numeric gold": ["data", "file", f"task.source={tmp / 'nonnum.jsonl'}", *file_task],
+        "non-UTF-8 JSONL": ["data", "file", f"task.source={tmp / 'latin.jsonl'}", *file_task],
+        "non-UTF-8 CSV": ["data", "file", f"task.source={tmp / 'latin.csv'}", *file_task],
+        "test overlaps train": ["data", "file", f"task.source={tmp / 'train.jsonl'}",
+                                f"task.test_source={tmp / 'test.jsonl'}", *file_task],
+        "compare empty": ["compare", str(tmp / "empty_run"), str(tmp / "empty_run")],
+        "eval into a foreign file": ["eval", "file", "--student", "smollm2-135m-instruct",
+                                     "--out", str(tmp / "foreign.jsonl"),
+                                     f"task.source={tmp / 'train.jsonl'}", *file_task],
+        "train over a non-student": ["train", "--data", str(tmp / "rationales.jsonl"),
+                                     "--out", str(tmp / "thesis")],
+        "teach the test split": ["teach", "file", "--out", str(tmp / "r.jsonl"), "--split", "test",
+                                 f"task.source={tmp / 'train.jsonl'}", *file_task],
+    }
+
+
+def test_every_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path):
+    cases = _bad_inputs(tmp_path)
+    before = _tree(tmp_path)
+    for name, args in cases.items():
+        r = undo(*args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2, (name, r.stderr[-500:])
+        assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, (name, lines)
+    assert _tree(tmp_path) == before  # nothing written, nothing deleted
+    assert len(cases) >= 20
+
+
+def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path):
+    from undo.config import config_to_yaml, load_config
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(config_to_yaml(load_config(overrides=["name=r1"])))
+    before = _tree(run)
+    r = undo("run", "name=r1", "train.lr=0.5", f"output.dir={tmp_path / 'runs'}")
+    assert r.returncode == 2 and "differs in train.lr" in r.stderr, r.stderr
+    assert _tree(run) == before

@@ -42,9 +42,8 @@ class UndoRun:
         import yaml
 
         root = self.store.root
-        self.store.lock()  # before anything is read or written: one process per run folder
         cfg_path = root / "config.yaml"
-        if cfg_path.exists():
+        if cfg_path.exists():  # read-only, before the lock: a refused resume leaves no trace
             raw = yaml.safe_load(cfg_path.read_text())
             try:  # a key added to undo since the run started takes its default, as it did then
                 diff = resume_diff(RunConfig.model_validate(raw), self.cfg)
@@ -55,7 +54,7 @@ class UndoRun:
                     f"{cfg_path}: this run folder was made with a different config "
                     f"(differs in {', '.join(diff[:5])}); use a new name= or the same settings"
                 )
-        root.mkdir(parents=True, exist_ok=True)
+        self.store.lock()  # before anything is written: one process per run folder
         write_atomic(cfg_path, config_to_yaml(self.cfg))
         if all(self.store.split_file(s).exists() for s in SPLITS):
             self.splits = {s: [Record.from_dict(r) for r in read_jsonl(self.store.split_file(s))]

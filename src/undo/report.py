@@ -202,6 +202,9 @@ def compare(runs: list[Path | str], n_boot: int = 10_000) -> list[dict[str, Any]
     """Test accuracy of each run, and each run minus the first with a paired 95% CI."""
     loaded = [test_attempts(r) for r in runs]
     base_label, base = loaded[0]
+    for label, res in loaded:
+        if not res:
+            raise UserError(f"{label}: no test attempts to compare (its attempts_test.jsonl is empty)")
     out = []
     for label, res in loaded:
         common = sorted(set(base) & set(res))

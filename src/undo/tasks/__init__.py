@@ -29,6 +29,12 @@ def make_splits(cfg: RunConfig) -> dict[str, list[Record]]:
         return task.generate(cfg.seed, sizes)
     pool = task.load(cfg.task.source, "train")
     test = task.load(cfg.task.test_source or cfg.task.source, "test")
+    if cfg.task.test_source:  # a test set of the user's own must be unseen in training
+        seen = {_norm(r.question) for r in pool}
+        shared = [r for r in test if _norm(r.question) in seen]
+        if shared:
+            raise UserError(f"task.test_source: {len(shared)} of its {len(test)} questions are also in "
+                            f"task.source (e.g. {shared[0].question[:60]!r}); a test set must be unseen")
     rng = random.Random(cfg.seed)
     order = list(range(len(pool)))
     rng.shuffle(order)
@@ -43,6 +49,10 @@ def make_splits(cfg: RunConfig) -> dict[str, list[Record]]:
         idx = sorted(random.Random(cfg.seed + 1).sample(range(len(test)), cfg.splits.test))
         test = [test[i] for i in idx]
     return {"train": train, "val": val, "test": test}
+
+
+def _norm(question: str) -> str:
+    return " ".join(question.lower().split())
 
 
 def split_part(cfg: RunConfig, split: str) -> list[Record]:

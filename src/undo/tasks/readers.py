@@ -16,12 +16,19 @@ def read_rows(path: Path) -> list[Row]:
     """JSONL, JSON (a list, or BIG-bench's {"examples": [...]}), CSV or Parquet."""
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
+    try:
+        return _read_rows(path)
+    except UnicodeDecodeError as e:  # JSONL names its line itself; the others the byte
+        raise UserError(f"{path}: not UTF-8 text ({e.reason}); save it as UTF-8") from None
+
+
+def _read_rows(path: Path) -> list[Row]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return list(_jsonl(path))
     if suffix == ".json":
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             # a .json file holding JSON Lines is common enough to accept
             try:
@@ -44,7 +51,7 @@ def read_rows(path: Path) -> list[Row]:
             first_line = 1
         else:
             frame = pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",", dtype=str,
-                                keep_default_na=False)
+                                keep_default_na=False, encoding="utf-8")
             first_line = 2  # the header is line 1
         return [
             (f"{path}:{i + first_line}", {k: _plain(v) for k, v in row.items()})
@@ -64,8 +71,12 @@ def _as_dict(row: Any, path: Path, line: int) -> dict[str, Any]:
 
 
 def _jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for n, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UserError(f"{path}:{n}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
