@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -535,3 +536,39 @@ def test_repeated_prompts_prefill_once_and_each_row_samples_on_its_own(base: Sim
     alone = [generate_chat(base.model, base.tok, [c], max_new_tokens=16, sampling=[rs])[0].text
              for c, rs in zip(convs, rows, strict=True)]
     assert [g.text for g in gens] == alone
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_launched_trainer_dies_with_a_killed_run(tmp_path: Path) -> None:
+    """kill -9 of `undo run` must take its launcher along: else it trains on and renames a
+    stale student into the run later."""
+    import signal
+    import subprocess
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import os, subprocess, sys, time\n"
+        "from undo.student.launch import _pdeathsig, die_with_parent\n"
+        "me, set_it = os.getpid(), _pdeathsig()\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'],\n"
+        "                         preexec_fn=lambda: die_with_parent(me, set_it))\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)  # alive
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    def alive(pid: int) -> bool:  # a zombie (dead, not yet reaped) counts as dead
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    for _ in range(50):
+        if not alive(child):
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the launched process outlived its killed parent")

@@ -13,11 +13,14 @@ trainer saw world_size == N.
 from __future__ import annotations
 
 import collections
+import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from undo.errors import UserError
@@ -64,6 +67,30 @@ def launch_command(
     raise UserError(f"train.launcher must be 'torchrun' or 'accelerate' here (got '{launcher}')")
 
 
+def _pdeathsig() -> Callable[[], object] | None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) as a call, or None where the OS has no prctl."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def die_with_parent(parent: int | None = None, set_it: Callable[[], object] | None = None) -> None:
+    """Linux: have the kernel SIGKILL this process when the process that started it dies.
+
+    A `kill -9` of `undo run` cannot forward anything to the launcher it started; without
+    this, the launcher (and, through train_entry calling this too, its workers) would train
+    on and later rename a student into a run that has moved on. Between fork and exec it
+    must not import or look anything up: pass `set_it` resolved beforehand."""
+    set_it = set_it or _pdeathsig()
+    if set_it is None:
+        return
+    set_it()
+    if parent is not None and os.getppid() != parent:  # it died before we could ask
+        os._exit(1)
+
+
 def launch_training(
     data_file: Path,
     out_dir: Path,
@@ -93,7 +120,9 @@ def launch_training(
     # stdout (the progress bar) passes straight through; stderr is echoed and its
     # tail kept for the error message
     tail: collections.deque[str] = collections.deque(maxlen=40)
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace")
+    me, set_it = os.getpid(), _pdeathsig()
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True, errors="replace",
+                            preexec_fn=(lambda: die_with_parent(me, set_it)) if set_it else None)
     assert proc.stderr is not None
 
     def pump() -> None:

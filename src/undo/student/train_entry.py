@@ -12,6 +12,7 @@ from pathlib import Path
 
 from undo.config import load_config
 from undo.errors import UserError
+from undo.student.launch import die_with_parent
 from undo.student.train import read_examples, train_student
 
 
@@ -24,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     a = p.parse_args(argv)
+    die_with_parent()  # a worker never outlives its launcher (see launch.die_with_parent)
     try:
         cfg = load_config(a.config, a.overrides)
         train_student(
