@@ -215,3 +215,28 @@ def test_sampled_attempts_depend_on_the_run_seed_and_greedy_ones_do_not(tmp_path
     sampled = [b for b in bodies if b["temperature"] > 0]
     assert len(greedy) == 2 and all("seed" not in b for b in greedy)
     assert [b["seed"] for b in sampled] == [1, 1001]  # attempt 1 of seed 0, then of seed 1
+
+
+def test_a_refine_prompt_too_long_for_the_model_is_shortened_and_asked_again(tmp_path):
+    """HTTP 400 "maximum context length" on a long refine prompt: drop earlier rewrites, then
+    the profile, then trim the student's attempt; a prompt that never fits is recorded."""
+    long_history = [{"iteration": i, "rationale": "step. " * 400} for i in range(2)]
+    limit = 3000  # characters of the last message the fake server accepts
+
+    def too_long(n: int, body: dict) -> str | None:
+        return "400ctx" if len(body["messages"][-1]["content"]) > limit else None
+
+    with FaultServer(too_long) as srv:
+        teacher, cfg = teacher_for(srv.url, tmp_path)
+        fits = TeachItem(Record("r1", "What is 2 + 3?", "5", "number"), "refine",
+                         {"previous_rationale": "2 + 3 = 5", "history": long_history,
+                          "profile": {"accuracy_history": "0: 40%", "errors": []},
+                          "student_attempt": "2 + 3 = 6. The answer is 6.", "student_error": "2 + 3 = 6"})
+        never = TeachItem(Record("r2", "x " * 2000, "1", "number"))  # its question alone is too long
+        usage = Usage()
+        rows = generate_rationales([fits, never], teacher, cfg, tmp_path / "r.jsonl", usage)
+    by_id = {r["id"]: r for r in rows}
+    assert fits.context["history"] == [] and fits.context["profile"] is not None  # cut just enough
+    assert [a["reason"] for a in by_id["r1"]["attempts"]] != ["context_length"]
+    assert by_id["r2"]["verdict"] == "failed" and by_id["r2"]["reason"] == "context_length"
+    assert usage.failures == 0  # recorded, and the job went on

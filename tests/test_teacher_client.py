@@ -187,10 +187,19 @@ def test_request_failing_beyond_max_retries_raises_teacher_error_after_in_flight
 def test_other_client_errors_fail_at_once_without_retries():
     with FaultServer({1: "400"}) as srv:
         usage = Usage()
-        with pytest.raises(TeacherError, match="HTTP 400: maximum context length"):
+        with pytest.raises(TeacherError, match="HTTP 400: Invalid value for 'top_p'"):
             make_backend(srv.url, concurrency=1).complete(make_requests(3), usage)
         assert srv.chat_calls == 1
     assert usage.retries == 0
+
+
+def test_a_prompt_longer_than_the_context_is_a_recorded_answer_not_a_failure():
+    reqs = make_requests(3)
+    with FaultServer({2: "400ctx"}) as srv:
+        usage = Usage()
+        results = make_backend(srv.url, concurrency=1).complete(reqs, usage)
+    assert [c.finish_reason for c in results].count("context_length") == 1
+    assert usage.retries == 0 and usage.failures == 0
 
 
 def test_unreachable_endpoint_fails_health_check_quickly():

@@ -17,7 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 # Fault names: "429" (Retry-After: 0), "429:<s>" (Retry-After: s), "500", "502",
-# "503", "302" (a redirect), "400", "401", "404", "slow" (answers after `slow_seconds`), "bad_json",
+# "503", "302" (a redirect), "400", "400ctx" (prompt longer than the context), "401",
+# "404", "slow" (answers after `slow_seconds`), "bad_json",
 # "empty" (content "" with finish_reason "stop"), "length_empty" (content "",
 # finish_reason "length": a legitimate completion), "close" (drops the connection).
 FaultFn = Callable[[int, dict[str, Any]], str | None]
@@ -214,7 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif code in ("500", "502", "503"):
             self._send(int(code), {"error": {"message": f"injected {code}"}})
         elif code == "400":
-            self._send(400, {"error": {"message": "maximum context length exceeded"}})
+            self._send(400, {"error": {"message": "Invalid value for 'top_p': must be <= 1"}})
+        elif code == "400ctx":  # vLLM's wording
+            self._send(400, {"error": {"message": "This model's maximum context length is 32768 tokens. "
+                                                  "However, you requested 40000 tokens."}})
         elif code == "401":
             self._send(401, {"error": {"message": "Incorrect API key provided"}})
         elif code == "404":

@@ -100,6 +100,11 @@ class TeacherBackend(Protocol):
         """
 
 
+# Completion.finish_reason of a request refused as longer than the model's context: recorded
+# for that request (the rationale stage shortens a refine prompt and asks again), not fatal
+CONTEXT_LENGTH = "context_length"
+
+
 class TeacherError(RuntimeError):
     """A request failed after all retries."""
 

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import re
 import ssl
 import sys
 import time
@@ -39,6 +40,7 @@ import httpx
 from undo.config import TeacherConfig
 from undo.errors import UserError
 from undo.teacher.base import (
+    CONTEXT_LENGTH,
     Completion,
     ProgressFn,
     Request,
@@ -139,6 +141,14 @@ def _parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+# how vLLM, OpenAI, llama.cpp and TGI word it
+_CONTEXT_TOO_LONG = re.compile(
+    r"context.length|maximum context|too long|max_model_len|exceeds? the (model|context|maximum)"
+    r"|input.*tokens?.*(exceed|longer|too many)|prompt is too long",
+    re.IGNORECASE,
+)
 
 
 def _error_message(body: bytes) -> str:
@@ -553,6 +563,10 @@ class _Job:
                 f"HTTP {code}: {_error_message(resp.content)}",
                 _parse_retry_after(retry_after),
             )
+        if code in (400, 413, 422) and (code == 413 or _CONTEXT_TOO_LONG.search(_error_message(resp.content))):
+            # this prompt does not fit the model: recorded for this request (a shorter one may),
+            # not a failure of the whole job
+            return Completion("", 0, 0, CONTEXT_LENGTH)
         if code >= 400:
             raise self.b._fatal_for_status(ep.url, code, resp.content)
         return _parse_completion(resp.content)

@@ -24,7 +24,7 @@ from undo.grading import answer_line, answer_type
 from undo.runstore import append_jsonl, read_jsonl
 from undo.steps import first_false_step
 from undo.tasks.base import Record
-from undo.teacher.base import Request, SamplingParams, Usage
+from undo.teacher.base import CONTEXT_LENGTH, Request, SamplingParams, Usage
 from undo.teacher.prompts import leaks_hint, render
 
 # final verdicts written per question
@@ -94,9 +94,30 @@ def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
     return examples
 
 
+# refine prompts grow with history; cut in this order when the server says it is too long
+_TRACE_KEEP = 600  # characters of the student's attempt kept when it must be trimmed
+
+
+def _shorten(item: TeachItem) -> bool:
+    """Cut the next part of a refine prompt: earlier rewrites, then the student profile, then
+    the student's attempt (its end, where the answer is, stays). False: nothing left."""
+    ctx = item.context
+    if ctx.get("history"):
+        ctx["history"] = []
+    elif ctx.get("profile"):
+        ctx["profile"] = None
+    elif len(ctx.get("student_attempt") or "") > _TRACE_KEEP:
+        ctx["student_attempt"] = "..." + ctx["student_attempt"][-_TRACE_KEEP:]
+    else:
+        return False
+    return True
+
+
 def _judge(item: TeachItem, mode: str, text: str, finish: str | None,
            check_steps: bool) -> tuple[bool, str, str | None]:
     """(accepted, reason, predicted). The reason names why a rejected attempt failed."""
+    if finish == CONTEXT_LENGTH:  # the prompt did not fit the model, even shortened
+        return False, CONTEXT_LENGTH, None
     verdict = item.record.grade(text)
     if finish == "length":  # cut off: whatever number it ends on is not a finished argument
         return False, "truncated", verdict.predicted
@@ -157,15 +178,27 @@ def generate_rationales(
         append_jsonl(out_path, row)
         done[item.record.id] = row
 
-    def run_round(batch: list[TeachItem], mode: str, first: int, n: int = 1) -> list[TeachItem]:
-        """Attempts first..first+n-1 of every item in one call; the items still unsolved."""
+    def ask(pairs: list[tuple[TeachItem, int]], mode: str) -> list[Any]:
+        """Completions for (item, attempt) pairs. A prompt the server finds longer than the
+        model's context is shortened (see `_shorten`) and asked again, as long as there
+        is something left to cut; then its "context_length" answer is recorded."""
         nonlocal total_requests
-        pairs = [(it, a) for it in batch for a in range(first, first + n)]
         reqs = [Request(_messages(it, mode, cfg, examples or []), _sampling(cfg, a), _sample_index(a, seed))
                 for it, a in pairs]
         total_requests += len(reqs)
         step = (lambda k: progress(k, len(reqs))) if progress else None
-        completions = teacher.complete(reqs, usage, step)
+        completions = list(teacher.complete(reqs, usage, step))
+        again = [k for k, c in enumerate(completions)
+                 if c.finish_reason == CONTEXT_LENGTH and _shorten(pairs[k][0])]
+        if again:
+            for k, c in zip(again, ask([pairs[k] for k in again], mode), strict=True):
+                completions[k] = c
+        return completions
+
+    def run_round(batch: list[TeachItem], mode: str, first: int, n: int = 1) -> list[TeachItem]:
+        """Attempts first..first+n-1 of every item in one call; the items still unsolved."""
+        pairs = [(it, a) for it in batch for a in range(first, first + n)]
+        completions = ask(pairs, mode)
         for (it, _), c in zip(pairs, completions, strict=True):
             ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason, cfg.check_steps)
             it.attempts.append({
