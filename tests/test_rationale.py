@@ -228,6 +228,7 @@ def test_a_refine_prompt_too_long_for_the_model_is_shortened_and_asked_again(tmp
 
     with FaultServer(too_long) as srv:
         teacher, cfg = teacher_for(srv.url, tmp_path)
+        cfg.refine_samples = 3  # 4 attempts in one round, all refused at first: still one cut
         fits = TeachItem(Record("r1", "What is 2 + 3?", "5", "number"), "refine",
                          {"previous_rationale": "2 + 3 = 5", "history": long_history,
                           "profile": {"accuracy_history": "0: 40%", "errors": []},

@@ -188,8 +188,11 @@ def generate_rationales(
         total_requests += len(reqs)
         step = (lambda k: progress(k, len(reqs))) if progress else None
         completions = list(teacher.complete(reqs, usage, step))
-        again = [k for k, c in enumerate(completions)
-                 if c.finish_reason == CONTEXT_LENGTH and _shorten(pairs[k][0])]
+        too_long = [k for k, c in enumerate(completions) if c.finish_reason == CONTEXT_LENGTH]
+        # one cut per question, however many of its attempts were refused
+        items = {id(pairs[k][0]): pairs[k][0] for k in too_long}
+        cut = {key for key, it in items.items() if _shorten(it)}
+        again = [k for k in too_long if id(pairs[k][0]) in cut]
         if again:
             for k, c in zip(again, ask([pairs[k] for k in again], mode), strict=True):
                 completions[k] = c
