@@ -190,3 +190,41 @@ def test_refine_epochs_apply_to_iterations_after_the_first(tmp_path, monkeypatch
     run.train(0, rows, "base-model")
     run.train(1, rows, "previous-student")
     assert seen == {"iter_0": (3.0, "base-model"), "iter_1": (1.0, "previous-student")}
+
+
+def test_teacher_usage_is_summed_over_interrupted_invocations(tmp_path, monkeypatch):
+    """A stage stopped halfway (here: the endpoint rejects the key at request 5) and resumed
+    reports what both invocations spent; what the first finished comes back as cache hits."""
+    from fakes.fault_server import FaultServer
+
+    from undo.teacher.rationale import TeachItem
+
+    monkeypatch.setenv("UNDO_CACHE_DIR", str(tmp_path / "cache"))
+    data = tmp_path / "q.jsonl"
+    data.write_text("".join(json.dumps({"question": f"What is {i} + {i}?", "answer": 2 * i}) + "\n"
+                            for i in range(10)))
+
+    def cfg_for(url: str):
+        return load_config(overrides=[
+            "task.name=file", f"task.source={data}", "task.answer_type=number", "splits.val=1",
+            "splits.train=null", "splits.test=null", "teacher.backend=openai", "teacher.model=test-model",
+            f"teacher.base_url={url}", "teacher.concurrency=1", "teacher.max_attempts=1",
+            "teacher.rationalize=false", f"output.dir={tmp_path / 'runs'}", "name=u"])
+
+    with FaultServer({5: "401"}) as srv:
+        first = UndoRun(cfg_for(srv.url))
+        first.prepare()
+        n = len(first.splits["train"])
+        with pytest.raises(UserError, match="rejected the API key"):
+            first.teach(0, [TeachItem(r) for r in first.splits["train"]], "teacher explains")
+        first.store.unlock()
+    partial = read_json(first.store.path(0, "teacher_usage.partial.json"))
+    assert partial["requests"] == 4 and partial["invocations"] == 1
+    with FaultServer() as srv:  # another address: where the teacher is may change on resume
+        again = UndoRun(cfg_for(srv.url))
+        again.prepare()
+        again.teach(0, [TeachItem(r) for r in again.splits["train"]], "teacher explains")
+    info = read_json(again.store.path(0, "teacher_usage.json"))
+    assert info["invocations"] == 2
+    assert info["usage"]["cached"] == 4 and info["usage"]["requests"] == 4 + (n - 4)
+    assert not again.store.path(0, "teacher_usage.partial.json").exists()

@@ -90,15 +90,36 @@ class UndoRun:
         path = self.store.path(k, "rationales.jsonl")
         if self.store.done(k, "teach"):
             return list(read_jsonl(path))
+        # what earlier, interrupted invocations of this stage spent: a resumed run's usage
+        # is the sum over all of them (what they finished comes back as cache hits)
+        partial = self.store.path(k, "teacher_usage.partial.json")
+        earlier = read_json(partial) if partial.exists() else {}
+        invocations = int(earlier.get("invocations", 0)) + 1
         usage = Usage()
+        last_save = 0.0
+
+        def save(force: bool = False) -> None:
+            nonlocal last_save
+            if force or time.time() - last_save > 2.0:  # kill -9 loses at most 2 s of accounting
+                write_json(partial, usage.merged(earlier).to_dict() | {"invocations": invocations})
+                last_save = time.time()
+
+        def progress(n: int, _total: int) -> None:
+            advance(n)
+            save()
+
         with display.stage(f"iter {k} · {label}", None) as advance:
-            rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
-                                       examples=examples, progress=lambda n, _total: advance(n),
-                                       seed=self.cfg.seed)
-        info = {"usage": usage.to_dict(), "summary": summarize(rows),
-                "cost_usd": usage.cost(self.cfg.teacher.price)}
+            try:
+                rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
+                                           examples=examples, progress=progress, seed=self.cfg.seed)
+            finally:
+                save(force=True)
+        total = usage.merged(earlier)
+        info = {"usage": total.to_dict(), "invocations": invocations, "summary": summarize(rows),
+                "cost_usd": total.cost(self.cfg.teacher.price)}
         write_json(self.store.path(k, "teacher_usage.json"), info)
         self.store.mark_done(k, "teach")
+        partial.unlink(missing_ok=True)
         return rows
 
     def attempts(self, k: int | str, split: str, student_dir: str) -> dict[str, dict[str, Any]]:

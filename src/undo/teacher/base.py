@@ -59,6 +59,16 @@ class Usage:
             self.prompt_tokens += c.prompt_tokens
             self.completion_tokens += c.completion_tokens
 
+    def merged(self, other: dict[str, Any]) -> Usage:
+        """This usage plus another's (a `to_dict()` of an earlier invocation)."""
+        out = Usage(**{k: v for k, v in self.__dict__.items() if k != "retry_reasons"},
+                    retry_reasons=dict(self.retry_reasons))
+        for key in ("requests", "cached", "retries", "failures", "prompt_tokens", "completion_tokens"):
+            setattr(out, key, getattr(out, key) + int(other.get(key, 0)))
+        for reason, n in (other.get("retry_reasons") or {}).items():
+            out.retry_reasons[reason] = out.retry_reasons.get(reason, 0) + int(n)
+        return out
+
     def cost(self, price: dict[str, float]) -> float | None:
         """price: USD per 1M tokens, keys `input` and `output`."""
         if not price:
