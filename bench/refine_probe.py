@@ -43,7 +43,7 @@ def main() -> None:
     if args.template:
         overrides.append(f"teacher.prompts.refine={args.template}")
     cfg = load_config(DEMO, overrides)
-    train = make_splits(cfg)["train"]
+    train = make_splits(cfg.task, cfg.splits, cfg.seed)["train"]
     shots = few_shot_examples(train, cfg.teacher.few_shot)
     diag = {a["id"]: a for a in read_jsonl(args.attempts)}
     items = refine_items(train, diag, {}, None, False, cfg.teacher.check_steps, cfg.teacher.show_attempt)

@@ -62,7 +62,7 @@ def teacher_rate(name: str, dataset: str, options: dict[str, int], n: int, style
                                  f"teacher.style={style}", f"teacher.few_shot={shots}",
                                  "teacher.max_attempts=1", "teacher.rationalize=false",
                                  "teacher.max_tokens=256" if style == "stepwise" else "teacher.max_tokens=128"])
-    train = make_splits(cfg)["train"]
+    train = make_splits(cfg.task, cfg.splits, cfg.seed)["train"]
     out = OUT / name / f"teacher_{style}_{shots}shot.jsonl"
     rows = generate_rationales([TeachItem(r) for r in train], build_teacher(cfg.teacher), cfg.teacher, out,
                                Usage(), examples=few_shot_examples(train, shots) if shots else [])

@@ -10,6 +10,11 @@ from undo.grading import answer_line, grade
 from undo.tasks import make_splits
 from undo.tasks.gym import GOLD_RATIONALES, create
 
+
+def splits_of(cfg):
+    """make_splits on what a whole run config says (it takes only the task, sizes, seed)."""
+    return make_splits(cfg.task, cfg.splits, cfg.seed)
+
 reasoning_gym = pytest.importorskip("reasoning_gym", reason="pip install 'undo-distill[gym]'")
 
 CHAIN = ["task.name=gym", "task.dataset=chain_sum", "task.config.min_terms=3", "task.config.max_terms=3",
@@ -17,7 +22,7 @@ CHAIN = ["task.name=gym", "task.dataset=chain_sum", "task.config.min_terms=3", "
 
 
 def _splits(*extra: str) -> dict:
-    return make_splits(load_config(overrides=[*CHAIN, "splits.train=300", "splits.val=100",
+    return splits_of(load_config(overrides=[*CHAIN, "splits.train=300", "splits.val=100",
                                               "splits.test=200", *extra]))
 
 
@@ -34,7 +39,7 @@ def test_splits_are_sized_disjoint_and_seeded() -> None:
     other = _splits("seed=1")
     assert [r.question for r in other["test"]] != [r.question for r in a["test"]]
     # test does not depend on how much train/val is asked for
-    small = make_splits(load_config(overrides=[*CHAIN, "splits.train=5", "splits.val=5", "splits.test=200"]))
+    small = splits_of(load_config(overrides=[*CHAIN, "splits.train=5", "splits.val=5", "splits.test=200"]))
     assert [r.id for r in small["test"]] == [r.id for r in a["test"]]
     r = a["train"][0]
     assert r.answer_type == "number" and r.grade(answer_line(r.answer)).correct
@@ -69,15 +74,15 @@ def test_our_verdict_agrees_with_score_answer(dataset: str, options: dict) -> No
 
 def test_bad_gym_settings_are_one_line_errors() -> None:
     with pytest.raises(UserError, match="task.dataset is required"):
-        make_splits(load_config(overrides=["task.name=gym"]))
+        splits_of(load_config(overrides=["task.name=gym"]))
     with pytest.raises(UserError, match="did you mean 'chain_sum'"):
-        make_splits(load_config(overrides=["task.name=gym", "task.dataset=chain_sums"]))
+        splits_of(load_config(overrides=["task.name=gym", "task.dataset=chain_sums"]))
     with pytest.raises(UserError, match=r"task.config.max_termz: not an option"):
-        make_splits(load_config(overrides=[*CHAIN, "task.config.max_termz=3"]))
+        splits_of(load_config(overrides=[*CHAIN, "task.config.max_termz=3"]))
     with pytest.raises(UserError, match="splits.test must be a number"):
-        make_splits(load_config(overrides=[*CHAIN, "splits.test=null"]))
+        splits_of(load_config(overrides=[*CHAIN, "splits.test=null"]))
     # 1-digit sums of 2 terms: far fewer distinct questions than asked for
     with pytest.raises(UserError, match="distinct"):
-        make_splits(load_config(overrides=["task.name=gym", "task.dataset=chain_sum", "task.config.min_terms=2",
+        splits_of(load_config(overrides=["task.name=gym", "task.dataset=chain_sum", "task.config.min_terms=2",
                                            "task.config.max_terms=2", "task.config.min_digits=1",
                                            "task.config.max_digits=1", "splits.test=500"]))

@@ -12,6 +12,11 @@ from undo.config import load_config
 from undo.errors import UserError
 from undo.tasks import get_task, make_splits
 
+
+def splits_of(cfg):
+    """make_splits on what a whole run config says (it takes only the task, sizes, seed)."""
+    return make_splits(cfg.task, cfg.splits, cfg.seed)
+
 DATA = Path(__file__).resolve().parent / "fixtures" / "data"  # slices of the release files
 
 
@@ -53,9 +58,9 @@ def test_svamp_record_and_gsm8k_answer_normalised():
 
 
 def test_splits_are_seeded_disjoint_and_sized():
-    a = make_splits(cfg_for("svamp", "splits.train=100", "splits.val=20", "splits.test=50"))
-    b = make_splits(cfg_for("svamp", "splits.train=100", "splits.val=20", "splits.test=50"))
-    c = make_splits(cfg_for("svamp", "splits.train=100", "splits.val=20", "splits.test=50", "seed=1"))
+    a = splits_of(cfg_for("svamp", "splits.train=100", "splits.val=20", "splits.test=50"))
+    b = splits_of(cfg_for("svamp", "splits.train=100", "splits.val=20", "splits.test=50"))
+    c = splits_of(cfg_for("svamp", "splits.train=100", "splits.val=20", "splits.test=50", "seed=1"))
     ids = {k: [r.id for r in v] for k, v in a.items()}
     assert {k: len(v) for k, v in ids.items()} == {"train": 100, "val": 20, "test": 50}
     assert ids == {k: [r.id for r in v] for k, v in b.items()}
@@ -82,7 +87,7 @@ def test_user_file_with_field_mapping(tmp_path, fmt):
         "task.name=file", f"task.source={path}", "task.answer_type=number",
         "task.fields.question=prompt", "task.fields.answer=label", "task.fields.id=uid",
         "splits.val=2", "splits.train=null", "splits.test=null"])
-    s = make_splits(cfg)
+    s = splits_of(cfg)
     assert (len(s["train"]), len(s["val"]), len(s["test"])) == (5, 2, 3)  # 30% test carve-out
     rec = next(r for r in s["train"] + s["val"] + s["test"] if r.id == "u3")
     assert rec.question == "What is 3 + 3?" and rec.answer == "6"
@@ -103,7 +108,7 @@ def test_missing_field_names_file_and_line(tmp_path):
     path.write_text('{"question": "a", "answer": 1}\n{"question": "b"}\n')
     cfg = load_config(overrides=["task.name=file", f"task.source={path}", "task.answer_type=number"])
     with pytest.raises(UserError, match=f"{path}:2: missing field 'answer'"):
-        make_splits(cfg)
+        splits_of(cfg)
 
 
 def test_unknown_task_lists_the_known_ones():

@@ -60,7 +60,7 @@ class UndoRun:
             self.splits = {s: [Record.from_dict(r) for r in read_jsonl(self.store.split_file(s))]
                            for s in SPLITS}
             return
-        self.splits = make_splits(self.cfg)
+        self.splits = make_splits(self.cfg.task, self.cfg.splits, self.cfg.seed)
         for s in SPLITS:
             write_jsonl(self.store.split_file(s), [r.to_dict() for r in self.splits[s]])
 

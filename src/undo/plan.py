@@ -16,7 +16,7 @@ EXAMPLE_TOKENS = 200  # one worked example (teacher.few_shot): its question and 
 
 
 def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
-    splits = make_splits(cfg)
+    splits = make_splits(cfg.task, cfg.splits, cfg.seed)
     resolve_model(cfg.student.model)
     if cfg.teacher.backend in ("transformers", "vllm"):
         resolve_model(cfg.teacher.model)

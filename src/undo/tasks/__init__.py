@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import random
 
-from undo.config import RunConfig, TaskConfig
+from undo.config import RunConfig, SplitsConfig, TaskConfig
 from undo.errors import UserError
 from undo.tasks import builtin, file, gym  # noqa: F401  (registers the built-in tasks)
 from undo.tasks.base import TASKS, Record, Task, student_messages
@@ -20,33 +20,32 @@ def get_task(cfg: TaskConfig) -> Task:
     return factory(cfg) if inspect.signature(factory).parameters else factory()
 
 
-def make_splits(cfg: RunConfig) -> dict[str, list[Record]]:
+def make_splits(task_cfg: TaskConfig, sizes: SplitsConfig, seed: int) -> dict[str, list[Record]]:
     """train/val from the task's train pool (disjoint), test from its test split; seeded.
     A procedural task (gym) generates each split itself from the run seed."""
-    task = get_task(cfg.task)
+    task = get_task(task_cfg)
     if task.generate is not None:
-        sizes = {"train": cfg.splits.train, "val": cfg.splits.val, "test": cfg.splits.test}
-        return task.generate(cfg.seed, sizes)
-    pool = task.load(cfg.task.source, "train")
-    test = task.load(cfg.task.test_source or cfg.task.source, "test")
-    if cfg.task.test_source:  # a test set of the user's own must be unseen in training
+        return task.generate(seed, {"train": sizes.train, "val": sizes.val, "test": sizes.test})
+    pool = task.load(task_cfg.source, "train")
+    test = task.load(task_cfg.test_source or task_cfg.source, "test")
+    if task_cfg.test_source:  # a test set of the user's own must be unseen in training
         seen = {_norm(r.question) for r in pool}
         shared = [r for r in test if _norm(r.question) in seen]
         if shared:
             raise UserError(f"task.test_source: {len(shared)} of its {len(test)} questions are also in "
                             f"task.source (e.g. {shared[0].question[:60]!r}); a test set must be unseen")
-    rng = random.Random(cfg.seed)
+    rng = random.Random(seed)
     order = list(range(len(pool)))
     rng.shuffle(order)
-    n_val = cfg.splits.val
+    n_val = sizes.val
     if n_val >= len(pool):
         raise UserError(f"splits.val={n_val} leaves no training questions (pool has {len(pool)})")
     val = [pool[i] for i in order[:n_val]]
     rest = order[n_val:]
-    n_train = len(rest) if cfg.splits.train is None else min(cfg.splits.train, len(rest))
+    n_train = len(rest) if sizes.train is None else min(sizes.train, len(rest))
     train = [pool[i] for i in sorted(rest[:n_train])]
-    if cfg.splits.test is not None and cfg.splits.test < len(test):
-        idx = sorted(random.Random(cfg.seed + 1).sample(range(len(test)), cfg.splits.test))
+    if sizes.test is not None and sizes.test < len(test):
+        idx = sorted(random.Random(seed + 1).sample(range(len(test)), sizes.test))
         test = [test[i] for i in idx]
     return {"train": train, "val": val, "test": test}
 
@@ -58,4 +57,4 @@ def _norm(question: str) -> str:
 def split_part(cfg: RunConfig, split: str) -> list[Record]:
     if split not in ("train", "val", "test"):
         raise UserError(f"unknown split '{split}' (train, val or test)")
-    return make_splits(cfg)[split]
+    return make_splits(cfg.task, cfg.splits, cfg.seed)[split]
