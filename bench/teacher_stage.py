@@ -24,7 +24,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from undo.config import load_config  # noqa: E402
 from undo.feedback import refine_items, student_profile  # noqa: E402
-from undo.runstore import RunStore, read_json, read_jsonl  # noqa: E402
+from undo.loop import UndoRun  # noqa: E402
+from undo.runstore import RunStore, read_jsonl  # noqa: E402
 from undo.tasks import Record  # noqa: E402
 from undo.teacher.base import Usage  # noqa: E402
 from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales  # noqa: E402
@@ -47,15 +48,12 @@ def main() -> None:
         stages["explain"] = [TeachItem(r) for r in train]
     if a.stage in ("refine", "both"):
         diag = {row["id"]: row for row in read_jsonl(store.path(1, "attempts_train.jsonl"))}
-        history: dict[str, list[dict]] = {}
-        for row in read_jsonl(store.path(0, "rationales.jsonl")):
-            if row.get("rationale"):
-                history.setdefault(row["id"], []).append({"iteration": 0, "rationale": row["rationale"]})
-        val_hist = [(0, read_json(store.path(0, "metrics.json"))["val_acc"])]
+        run = UndoRun(cfg)  # its history helpers, on this folder (it may have been moved)
+        run.store = store
         val_attempts = list(read_jsonl(store.path(0, "attempts_val.jsonl")))
-        profile = (student_profile(val_hist, val_attempts, cfg.loop.val_errors_shown, cfg.seed + 1)
+        profile = (student_profile(run.val_history(1), val_attempts, cfg.loop.val_errors_shown, cfg.seed + 1)
                    if cfg.loop.val_errors_shown else None)
-        stages["refine"] = refine_items(train, diag, history, profile, cfg.teacher.history,
+        stages["refine"] = refine_items(train, diag, run.teacher_history(1), profile, cfg.teacher.history,
                                         cfg.teacher.check_steps, cfg.teacher.show_attempt)
     # older undo (PYTHONPATH=<old checkout>/src, to measure the old path) had no seed argument
     seed = {"seed": cfg.seed} if "seed" in inspect.signature(generate_rationales).parameters else {}

@@ -104,10 +104,11 @@ class TeacherConfig(Section):
     @field_validator("prompts")
     @classmethod
     def _known_prompts(cls, v: dict[str, str]) -> dict[str, str]:
-        known = ("explain", "refine", "rationalize")  # teacher/prompts.py TEMPLATES
+        from undo.teacher.prompts import TEMPLATES  # deferred, like grading's answer types
+
         for name in v:
-            if name not in known:
-                raise ValueError(f"unknown prompt '{name}'; known: {', '.join(known)}")
+            if name not in TEMPLATES:
+                raise ValueError(f"unknown prompt '{name}'; known: {', '.join(TEMPLATES)}")
         return v
 
     @field_validator("price")

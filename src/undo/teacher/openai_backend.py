@@ -151,6 +151,12 @@ _CONTEXT_TOO_LONG = re.compile(
 )
 
 
+def _redirected(url: str, location: str) -> UserError:
+    # never followed: a redirected POST loses its body on many servers
+    return UserError(f"teacher endpoint {url} redirects to {location}; "
+                     "set teacher.base_url to the address it redirects to")
+
+
 def _error_message(body: bytes) -> str:
     """The server's own words (OpenAI-style `{"error": {"message": ...}}` or vLLM's)."""
     text = body.decode("utf-8", "replace")
@@ -337,8 +343,7 @@ class OpenAIBackend:
                 f"teacher endpoint {url} is unreachable: {e} (is the server running?)"
             ) from None
         if resp.is_redirect:  # a POST is not re-sent across a redirect: the URL must be the final one
-            raise UserError(f"teacher endpoint {url} redirects to {resp.headers.get('location', '?')}; "
-                            "set teacher.base_url to the address it redirects to")
+            raise _redirected(url, resp.headers.get("location", "?"))
         return resp
 
     def _health_status_error(self, url: str, resp: httpx.Response) -> Exception:
@@ -551,8 +556,7 @@ class _Job:
         code = resp.status
         if 300 <= code < 400:  # not followed: a redirected POST loses its body on many servers
             location = next((v.decode("latin-1") for k, v in resp.headers if k.lower() == b"location"), "?")
-            raise UserError(f"teacher endpoint {ep.url} redirects to {location}; set teacher.base_url "
-                            "to the address it redirects to")
+            raise _redirected(ep.url, location)
         if code >= 500 or code in RETRY_STATUS:
             retry_after = next(
                 (v.decode("latin-1") for k, v in resp.headers if k.lower() == b"retry-after"),

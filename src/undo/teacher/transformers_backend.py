@@ -71,7 +71,7 @@ class TransformersBackend:
         progress: ProgressFn | None,
         on_result: Any,
     ) -> None:
-        from undo.student.generate import RowSampling, generate_chat
+        from undo.student.generate import generate_chat
 
         gens = generate_chat(
             self._lm,
@@ -81,7 +81,7 @@ class TransformersBackend:
             batch_size=self.cfg.batch_size,
             stop_at_answer=True,
             progress=progress,
-            sampling=[_row_sampling(requests[i], RowSampling) for i in idx],
+            sampling=[_row_sampling(requests[i]) for i in idx],
         )
         for i, g in zip(idx, gens, strict=True):
             c = Completion(g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason)
@@ -91,9 +91,11 @@ class TransformersBackend:
                 on_result(i, c)
 
 
-def _row_sampling(r: Request, row_sampling: Any) -> Any:
+def _row_sampling(r: Request) -> Any:
     """A sampled request's seed is a function of its prompt and sample index: the same
     request draws the same text wherever it is batched, and sample 1 and 2 differ."""
+    from undo.student.generate import RowSampling
+
     sp = r.sampling
     seed = zlib.crc32(f"{r.sample_index}\n{json.dumps(r.messages)}".encode())
-    return row_sampling(sp.temperature, sp.top_p if sp.temperature > 0 else 1.0, seed)
+    return RowSampling(sp.temperature, sp.top_p if sp.temperature > 0 else 1.0, seed)
