@@ -66,7 +66,7 @@ def bench_generation(
     model, tok, device: str, new_tokens: int, sizes: list[int]
 ) -> dict[int, tuple[float, float]]:
     """batch -> (generated tokens/s, processed tokens/s incl. the prompts' prefill)."""
-    from undo.student.generate import generate_chat
+    from undo.lm.generate import generate_chat
 
     generate_chat(model, tok, _prompts(2), max_new_tokens=4, batch_size=2)  # warm-up
     out = {}
@@ -107,7 +107,7 @@ def _train_examples(tok, n: int, seq: int) -> list[dict]:
 def train_child(mode: str, model_dir: str, device: str, steps: int, batch: int, seq: int) -> None:
     """Runs in its own process: one training run, then a JSON line on stdout."""
     from undo.config import LoraConfig, StudentConfig, TrainConfig
-    from undo.models import load_tokenizer, resolve_model
+    from undo.lm.models import load_tokenizer, resolve_model
     from undo.student.train import train_student
 
     tok = load_tokenizer(resolve_model(model_dir))
@@ -148,7 +148,7 @@ def _gib(b: float) -> str:
 
 def load_bench_model(device: str, tmp: str):
     """(model, tokenizer, saved folder): smollm2 on CPU; a random ~150M Llama on CUDA."""
-    from undo.models import load_model, load_tokenizer, resolve_model
+    from undo.lm.models import load_model, load_tokenizer, resolve_model
 
     if device == "cpu":
         resolved = resolve_model("smollm2-135m-instruct")

@@ -178,9 +178,9 @@ def bench_inprocess(args: argparse.Namespace) -> dict[str, Any]:
     """Aggregate tokens/s of the in-process (transformers) teacher at batch 1 vs batch 16."""
     from undo.config import TeacherConfig
     from undo.teacher.base import SamplingParams
-    from undo.teacher.transformers_backend import TransformersBackend
+    from undo.teacher.local_backend import LocalBackend
 
-    backend = TransformersBackend(TeacherConfig(model=args.teacher))
+    backend = LocalBackend(TeacherConfig(model=args.teacher))
     t0 = time.perf_counter()
     backend.health_check()  # loads the model
     load_s = time.perf_counter() - t0

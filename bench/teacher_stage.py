@@ -28,8 +28,8 @@ from undo.loop import UndoRun  # noqa: E402
 from undo.runstore import RunStore, read_jsonl  # noqa: E402
 from undo.tasks import Record  # noqa: E402
 from undo.teacher.base import Usage  # noqa: E402
+from undo.teacher.local_backend import LocalBackend  # noqa: E402
 from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales  # noqa: E402
-from undo.teacher.transformers_backend import TransformersBackend  # noqa: E402
 
 
 def main() -> None:
@@ -57,7 +57,7 @@ def main() -> None:
                                         cfg.teacher.check_steps, cfg.teacher.show_attempt)
     # older undo (PYTHONPATH=<old checkout>/src, to measure the old path) had no seed argument
     seed = {"seed": cfg.seed} if "seed" in inspect.signature(generate_rationales).parameters else {}
-    teacher = TransformersBackend(cfg.teacher)
+    teacher = LocalBackend(cfg.teacher)
     t = time.perf_counter()
     teacher.health_check()  # loads the model
     print(f"teacher load: {time.perf_counter() - t:.1f} s")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from undo.errors import UserError
-from undo.models import OFFLINE_MODELS, _verified
+from undo.lm.models import OFFLINE_MODELS, _verified
 
 ROOT = Path(__file__).resolve().parents[1]
 SVAMP = ROOT / "tests" / "fixtures" / "data" / "svamp"

@@ -69,7 +69,25 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
 
     # 2) the same command again: it resumes, and no finished teacher call is made again
     monkeypatch.setenv("UNDO_CACHE_DIR", str(cache))
+    from undo.lm import engines
+    from undo.student import fit as fit_module
+
+    held_at_training: list[list[str]] = []
+    real_train = fit_module.train_student
+
+    def spy(*args, **kw):  # noqa: ANN002, ANN003, ANN202
+        held_at_training.append(engines.POOL.roles())
+        return real_train(*args, **kw)
+
+    monkeypatch.setattr(fit_module, "train_student", spy)
+    first_event = len(engines.POOL.events)
     summary = UndoRun(load_config(cfg_file)).run()
+    # engines: every split and stage of one student shares one engine (iteration 1's diagnosis
+    # reuses the engine that scored iteration 0), and none is held while the student trains
+    events = engines.POOL.events[first_event:]
+    assert [Path(m).parent.name for kind, role, m in events if (kind, role) == ("build", "student")] == [
+        "iter_0", "iter_1"]
+    assert held_at_training == [[], []]
     assert read_json(run_dir / "iter_0/teacher_usage.json") == usage_0  # stage not redone
     assert (run_dir / "iter_0/rationales.jsonl").read_text() == rationales_0
     later = [read_json(p)["usage"] for p in run_dir.glob("iter_[1-9]*/teacher_usage.json")]

@@ -18,8 +18,8 @@ import pytest
 
 from undo.config import LoraConfig, StudentConfig, TrainConfig
 from undo.errors import UserError
+from undo.lm.generate import ANSWER_DONE, Generation, _batches, _cut_at_answer, generate_chat
 from undo.student.evaluate import evaluate, read_attempts
-from undo.student.generate import ANSWER_DONE, Generation, _batches, _cut_at_answer, generate_chat
 from undo.tasks.base import Record
 
 SVAMP = Path(__file__).parent / "fixtures" / "data" / "svamp" / "SVAMP.json"  # SVAMP slice
@@ -79,7 +79,7 @@ def test_read_attempts_drops_a_torn_last_line(tmp_path: Path) -> None:
 def test_nucleus_sampling_draws_only_from_the_top_p_set(scale: float) -> None:
     import torch
 
-    from undo.student.generate import RowSampling, _sample
+    from undo.lm.generate import RowSampling, _sample
 
     torch.manual_seed(0)
     logits = torch.randn(3, 5000) * scale
@@ -146,7 +146,7 @@ def svamp_rows(start: int, n: int) -> list[tuple[Record, str]]:
 @pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """The offline student, loaded through models.py and re-saved as safetensors."""
-    from undo.models import load_model, load_tokenizer, resolve_model
+    from undo.lm.models import load_model, load_tokenizer, resolve_model
 
     try:
         resolved = resolve_model("smollm2-135m-instruct")
@@ -257,7 +257,7 @@ class _ScriptedLM:
 
 @pytest.mark.slow
 def test_finished_rows_leave_the_batch(base: SimpleNamespace) -> None:
-    from undo.student.generate import encode_chats
+    from undo.lm.generate import encode_chats
 
     tok = base.tok
     convs = [[{"role": "user", "content": "x " * n}] for n in (1, 3, 5, 7)]
@@ -300,7 +300,7 @@ def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> N
     records = [rec for rec, _ in svamp_rows(24, 4)]
     cfg = StudentConfig(model=base.dir, max_new_tokens=16, batch_size=2)
     out = tmp_path / "attempts.jsonl"
-    first = evaluate(records[:3], base.dir, cfg, out_path=out, model=base.model, tokenizer=base.tok)
+    first = evaluate(records[:3], base.dir, cfg, out_path=out)
     assert first.n == 3
     # every row's verdict is the grader's on the text it recorded, and the count is theirs
     assert [a["correct"] for a in first.attempts] == [r.grade(a["output"]).correct
@@ -316,8 +316,7 @@ def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> N
     survivors = read_attempts(out)
     assert len(survivors) == 2
     seen: list[int] = []
-    again = evaluate(records, base.dir, cfg, out_path=out, progress=seen.append,
-                     model=base.model, tokenizer=base.tok)
+    again = evaluate(records, base.dir, cfg, out_path=out, progress=seen.append)
     assert [a["id"] for a in again.attempts] == [r.id for r in records]
     assert all(again.attempts[records.index(r)] == survivors[r.id]
                for r in records if r.id in survivors)
@@ -346,7 +345,7 @@ def test_lora_training_lowers_loss_and_reports_long_examples(lora_student: Simpl
 
 @pytest.mark.slow
 def test_lora_student_reloads_and_generates(lora_student: SimpleNamespace) -> None:
-    from undo.models import load_model, load_tokenizer, resolve_model
+    from undo.lm.models import load_model, load_tokenizer, resolve_model
 
     resolved = resolve_model(str(lora_student.dir))
     assert resolved.adapter == str(lora_student.dir)
@@ -376,7 +375,7 @@ def test_continue_training_a_lora_student(lora_student: SimpleNamespace, tmp_pat
 
 @pytest.mark.slow
 def test_full_finetune_saves_a_loadable_model(base: SimpleNamespace, tmp_path: Path) -> None:
-    from undo.models import load_model, resolve_model
+    from undo.lm.models import load_model, resolve_model
     from undo.student.train import train_student
 
     out = tmp_path / "full"
@@ -407,7 +406,7 @@ def test_torchrun_two_processes(base: SimpleNamespace, tmp_path: Path) -> None:
     assert r.steps == 4 and r.final_loss < r.first_loss
     saved = json.loads((out / "train_result.json").read_text())
     assert saved["num_processes"] == 2
-    from undo.models import resolve_model
+    from undo.lm.models import resolve_model
 
     assert resolve_model(str(out)).adapter == str(out)
 
@@ -471,7 +470,7 @@ def test_lora_student_loads_merged_with_the_same_outputs(lora_student: SimpleNam
     import torch
     from peft import PeftModel
 
-    from undo.models import load_model, quiet_deprecations, resolve_model
+    from undo.lm.models import load_model, quiet_deprecations, resolve_model
 
     resolved = resolve_model(str(lora_student.dir))
     merged = load_model(resolved, device="cpu").eval()
@@ -495,7 +494,7 @@ def test_growing_cache_generates_what_the_plain_cache_does(base: SimpleNamespace
     greedy texts as transformers' DynamicCache, with rows leaving the batch on the way."""
     from transformers import DynamicCache
 
-    from undo.student import generate
+    from undo.lm import generate
 
     convs = [[{"role": "user", "content": c}] for c in
              ("Name a color.", COPY_PROMPT, "Write two sentences about rivers and the sea.",
@@ -512,7 +511,7 @@ def test_growing_cache_generates_what_the_plain_cache_does(base: SimpleNamespace
 def test_repeated_prompts_prefill_once_and_each_row_samples_on_its_own(base: SimpleNamespace) -> None:
     """k samples of one prompt (a teacher's refinements) share one prefill, and greedy and
     sampled rows share a batch: each row's text is the one it gets alone."""
-    from undo.student.generate import RowSampling
+    from undo.lm.generate import RowSampling
 
     prefill_rows: list[int] = []
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from undo.config import LoraConfig, StudentConfig, TrainConfig
-from undo.models import load_model, load_tokenizer, resolve_model
-from undo.student.generate import generate_chat
+from undo.lm.generate import generate_chat
+from undo.lm.models import load_model, load_tokenizer, resolve_model
 from undo.student.train import train_student
 
 TEACHER = "qwen2.5-coder-0.5b-instruct"

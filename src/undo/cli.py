@@ -263,6 +263,27 @@ def transfer(
     _emit(run_transfer(run_dir, student, iteration, list(overrides or [])))
 
 
+@app.command(name="export-model")
+def export_model_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="an undo run folder")],
+    out: Annotated[Path, typer.Option("--out", help="the model folder to write")],
+    iteration: Annotated[Optional[int], typer.Option(help="whose student; default best by val")] = None,  # noqa: UP045
+    dtype: Annotated[Optional[str], typer.Option(  # noqa: UP045
+        help="float32 | bfloat16 | float16; default the base's")] = None,
+) -> None:
+    """A run's student as one model folder: LoRA merged into the weights, tokenizer with its
+    chat template, and a model card (teacher, task, method, accuracy). Loads with
+    transformers and `vllm serve`.
+
+    Example: undo export-model runs/gsm8k-undo --out models/gsm8k-student
+    """
+    from undo.export import export_model
+
+    if dtype not in (None, "float32", "bfloat16", "float16"):
+        raise UserError(f"--dtype: unknown dtype '{dtype}' (float32 | bfloat16 | float16)")
+    _emit(export_model(run_dir, out, iteration, dtype))
+
+
 @app.command(name="compare")
 def compare_cmd(
     runs: Annotated[list[str], typer.Argument(

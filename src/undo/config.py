@@ -64,10 +64,29 @@ class SplitsConfig(Section):
     test: Count | None = 300  # None = the whole test split
 
 
+class VLLMConfig(Section):
+    """Options of an in-process vLLM engine (backend=vllm); other backends ignore them.
+
+    None of them changes what a greedy model writes, so all may change on resume."""
+
+    RESUMABLE = frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
+                           "enable_lora", "max_lora_rank", "enforce_eager"})
+    tensor_parallel_size: Count = 1
+    # the share of each GPU's memory the engine takes (weights + KV cache) until released;
+    # a teacher and a student engine whose shares sum over 1 never coexist (undo/lm/engines.py)
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
+    max_model_len: Count | None = None  # None = the model's own context length
+    # serve each iteration's LoRA student on one engine (a LoRARequest per call); off, a LoRA
+    # student is refused: export it merged (`undo export-model`) and point the backend there
+    enable_lora: bool = True
+    max_lora_rank: Count = 64
+    enforce_eager: bool = False  # skip CUDA graph capture: faster start, slower decoding
+
+
 class TeacherConfig(Section):
     # batch_size too: in-process, each sampled row draws from its own seeded generator
     RESUMABLE = frozenset({"base_url", "api_key_env", "concurrency", "timeout", "max_retries",
-                           "batch_size", "device", "price"})
+                           "batch_size", "device", "price", "vllm"})
     backend: str = "transformers"
     model: str = "qwen2.5-coder-0.5b-instruct"
     base_url: str | list[str] | None = None
@@ -83,6 +102,7 @@ class TeacherConfig(Section):
     batch_size: Count = 16  # in-process backends
     device: str | None = None  # in-process backends: cpu | cuda | auto
     dtype: Dtype = None
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # backend=vllm
     prompts: dict[str, str] = Field(default_factory=dict)  # name -> template path override
     few_shot: NonNegative = 0
     # rationale style: stepwise (chain of thought) | concise (one equation per line, no prose):
@@ -130,14 +150,24 @@ class LoraConfig(Section):
 
 
 class StudentConfig(Section):
-    RESUMABLE = frozenset({"batch_size", "device"})
+    RESUMABLE = frozenset({"batch_size", "device", "vllm", "backend"})
     model: str = "smollm2-135m-instruct"
     lora: LoraConfig | None = Field(default_factory=LoraConfig)
     device: str | None = None
     dtype: Dtype = None
     max_new_tokens: Count = 320
     batch_size: Count = 32  # inference
-    backend: Literal["transformers", "vllm"] = "transformers"
+    backend: str = "transformers"  # inference engine: a name registered in undo/lm/engines.py
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # backend=vllm
+
+    @field_validator("backend")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        from undo.lm.engines import ENGINES  # deferred, like grading's answer types
+
+        if v not in ENGINES:
+            raise ValueError(f"unknown inference backend; known: {', '.join(ENGINES)}")
+        return v
 
 
 class TrainConfig(Section):

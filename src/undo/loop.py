@@ -32,7 +32,6 @@ class UndoRun:
         self.cfg = cfg
         self.store = RunStore(cfg.run_dir)
         self._teacher: Any = None
-        self._student: tuple[str, Any, Any] | None = None  # (dir, model, tokenizer)
         self.splits: dict[str, list[Record]] = {}
 
     # ---- set-up ------------------------------------------------------------------
@@ -72,16 +71,6 @@ class UndoRun:
             self._teacher = build_teacher(self.cfg.teacher)
             self._teacher.health_check()
         return self._teacher
-
-    def student(self, spec: str) -> tuple[Any, Any]:
-        """The student at `spec` (a saved dir or the base), loaded once and kept."""
-        if self._student is None or self._student[0] != spec:
-            from undo.student.generate import load_student
-
-            self._student = None  # free the previous one first
-            model, tok = load_student(spec, self.cfg.student)
-            self._student = (spec, model, tok)
-        return self._student[1], self._student[2]
 
     # ---- stages ------------------------------------------------------------------
 
@@ -129,13 +118,9 @@ class UndoRun:
         stage_name = f"attempts_{split}"
         path = self.store.path(k, f"{stage_name}.jsonl")
         if not self.store.done(k, stage_name):
-            # a vLLM student engine is built by evaluate() itself; never preload it here
-            vllm = self.cfg.student.backend == "vllm"
-            model, tok = (None, None) if vllm else self.student(student_dir)
             records = self.splits[split]
             with display.stage(f"iter {k} · student answers {split}", len(records)) as advance:
-                evaluate(records, student_dir, self.cfg.student, out_path=path, progress=advance,
-                         model=model, tokenizer=tok)
+                evaluate(records, student_dir, self.cfg.student, out_path=path, progress=advance)
             self.store.mark_done(k, stage_name)
         rows = {a["id"]: a for a in read_jsonl(path)}
         missing = [r.id for r in self.splits[split] if r.id not in rows]
@@ -164,7 +149,6 @@ class UndoRun:
         if not examples:
             raise UserError(f"iteration {k}: no verified rationale to train on "
                             "(see rationales.jsonl for why each question failed)")
-        self._student = None  # training needs the memory more than the cached student
         cfg = self.cfg
         if k not in (0, "base") and cfg.train.refine_epochs is not None:
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(

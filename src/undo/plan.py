@@ -6,7 +6,7 @@ import math
 from typing import Any
 
 from undo.config import RunConfig
-from undo.models import resolve_model
+from undo.lm.models import resolve_model
 from undo.tasks import make_splits
 
 # a rough prompt size for the bound; refine prompts carry the student's attempt too

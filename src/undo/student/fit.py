@@ -17,6 +17,11 @@ from undo.tasks.readers import field, read_rows
 def fit(examples: list[dict[str, Any]], out_dir: Path, cfg: RunConfig,
         init_from: str | None = None) -> TrainResult:
     """In-process training, or `train.launcher` (accelerate/torchrun) with N processes."""
+    from undo.lm import engines
+
+    # the trainer needs the memory: every inference engine of this process (student,
+    # in-process teacher) gives its weights and GPU memory back; the next request rebuilds it
+    engines.release_all()
     if cfg.train.launcher == "none":
         return train_student(examples, out_dir, cfg.student, cfg.train, seed=cfg.train_seed(),
                              init_from=init_from)

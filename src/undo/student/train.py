@@ -25,7 +25,7 @@ from typing import Any
 
 from undo.config import StudentConfig, TrainConfig
 from undo.errors import UserError
-from undo.models import quiet_deprecations
+from undo.lm.models import quiet_deprecations
 from undo.tasks.base import Record, student_messages
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class TrainResult:
     n_examples: int  # examples trained on
     num_tokens: int
     num_processes: int
+    distributed: str = "NO"  # accelerate's DistributedType: NO | MULTI_GPU | MULTI_CPU | FSDP | DEEPSPEED
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +91,7 @@ def _spec_for_file(spec: str) -> str:
 
 
 def _load_init(init_spec: str, student: StudentConfig, device: str) -> _Init:
-    from undo.models import load_model, load_tokenizer, resolve_model
+    from undo.lm.models import load_model, load_tokenizer, resolve_model
 
     resolved = resolve_model(init_spec)
     # Full fine-tuning keeps fp32 master weights (bf16 autocast does the speed-up);
@@ -309,7 +310,7 @@ def train_student(
     from transformers import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
-    from undo.models import pick_device
+    from undo.lm.models import pick_device
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -369,6 +370,7 @@ def train_student(
     history = trainer.state.log_history
     logged = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
     num_tokens = int(max((h.get("num_tokens", 0) for h in history), default=0))
+    kind = trainer.accelerator.distributed_type
     result = TrainResult(
         steps=trainer.state.global_step,
         final_loss=logged[-1][1] if logged else None,
@@ -382,16 +384,20 @@ def train_student(
         n_examples=len(kept),
         num_tokens=num_tokens,
         num_processes=trainer.args.world_size,
+        distributed=str(getattr(kind, "value", kind)),
     )
+    with quiet_deprecations():
+        # every process takes part: under FSDP / DeepSpeed ZeRO-3 the trainer's own save path
+        # gathers the sharded weights (rank 0 alone would write a partial or empty student);
+        # an adapter only for a PeftModel, full weights otherwise
+        trainer.save_model(str(tmp))
     if trainer.is_world_process_zero():
-        with quiet_deprecations():
-            _save(trainer, init, tmp, out_dir, student, train, seed, init_spec, result, t0)
+        _finish(init, tmp, out_dir, student, train, seed, init_spec, result, t0)
     result.wall_s = time.perf_counter() - t0
     return result
 
 
-def _save(
-    trainer: Any,
+def _finish(
     init: _Init,
     tmp: Path,
     out_dir: Path,
@@ -402,9 +408,9 @@ def _save(
     result: TrainResult,
     t0: float,
 ) -> None:
-    model = trainer.accelerator.unwrap_model(trainer.model)
-    model.save_pretrained(str(tmp))  # adapter only for a PeftModel, full weights otherwise
+    """Rank 0, after the weights are saved: tokenizer, provenance, then the atomic swap."""
     init.tokenizer.save_pretrained(str(tmp))
+    (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody should load
     if init.base_spec is not None:
         (tmp / "undo_base.txt").write_text(init.base_spec + "\n")
     (tmp / "train_config.json").write_text(

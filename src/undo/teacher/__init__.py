@@ -6,14 +6,13 @@ import importlib
 
 from undo.config import TeacherConfig
 from undo.errors import UserError
+from undo.lm.engines import ENGINES
 from undo.teacher.base import BACKENDS, TeacherBackend
 
-# modules that register a backend; imported on demand so CPU users never import vLLM
-_BACKEND_MODULES = {
-    "openai": "undo.teacher.openai_backend",
-    "transformers": "undo.teacher.transformers_backend",
-    "vllm": "undo.teacher.vllm_backend",
-}
+# modules that register a backend, imported on demand; every inference engine
+# (undo/lm/engines.py: transformers, vllm) is an in-process teacher backend
+_BACKEND_MODULES = {"openai": "undo.teacher.openai_backend"} | {
+    name: "undo.teacher.local_backend" for name in ENGINES}
 
 
 def build_backend(cfg: TeacherConfig) -> TeacherBackend:

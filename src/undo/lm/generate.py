@@ -1,4 +1,4 @@
-"""Batched chat generation for student evaluation and the in-process teacher.
+"""Batched chat generation on transformers: the student's evaluation and the in-process teacher.
 
 A hand-written decode loop rather than `model.generate`: a row that has finished
 (end token, or a complete "The answer is X." line) is dropped from the batch and
@@ -29,19 +29,6 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (end token) | "length" | "answer" (answer line complete)
-
-
-def load_student(spec: str, cfg: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) of a model spec or saved student folder, in eval mode.
-
-    `cfg` is a StudentConfig (device, dtype are used).
-    """
-    from undo.models import load_model, load_tokenizer, resolve_model
-
-    resolved = resolve_model(spec)
-    model = load_model(resolved, device=cfg.device, dtype=cfg.dtype)
-    model.eval()
-    return model, load_tokenizer(resolved)
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -379,56 +366,3 @@ def generate_chat(
     finally:
         model.train(was_training)
     return [r for r in results if r is not None]
-
-
-def generate_chat_vllm(
-    model_spec: str,
-    conversations: list[list[dict]],
-    max_new_tokens: int,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
-    stop_at_answer: bool = True,
-    seed: int | None = None,
-    llm: Any = None,
-) -> list[Generation]:
-    """The same contract on vLLM (GPU). A saved LoRA student runs as a LoRARequest.
-
-    vLLM schedules its own batches; `stop_at_answer` is applied to the text after
-    the fact (vLLM stop strings cannot express the answer-line rule), so it saves
-    no compute there. Pass `llm` to reuse an engine across calls.
-    """
-    try:
-        from vllm import LLM, SamplingParams
-        from vllm.lora.request import LoRARequest
-    except ImportError:
-        raise UserError(
-            "the vllm student backend needs vLLM: pip install undo-distill[vllm]"
-        ) from None
-    import json
-    from pathlib import Path
-
-    from undo.models import resolve_model
-
-    resolved = resolve_model(model_spec)
-    base = str(Path(resolved.path) / resolved.gguf_file) if resolved.gguf_file else resolved.path
-    lora = LoRARequest("student", 1, resolved.adapter) if resolved.adapter else None
-    if llm is None:
-        kw: dict[str, Any] = {"model": base, "seed": seed or 0}
-        if resolved.adapter:
-            cfg = json.loads((Path(resolved.adapter) / "adapter_config.json").read_text())
-            kw.update(enable_lora=True, max_lora_rank=max(16, int(cfg["r"])))
-        llm = LLM(**kw)
-    params = SamplingParams(
-        temperature=temperature, top_p=top_p, max_tokens=max_new_tokens, seed=seed
-    )
-    outputs = llm.chat(
-        conversations, sampling_params=params, lora_request=lora, use_tqdm=False
-    )
-    results = []
-    for out in outputs:
-        c = out.outputs[0]
-        text, reason = c.text, c.finish_reason or "stop"
-        if stop_at_answer and (m := ANSWER_DONE.search(text)):
-            text, reason = text[: m.end()], "answer"
-        results.append(Generation(text.strip(), len(out.prompt_token_ids or []), len(c.token_ids), reason))
-    return results
