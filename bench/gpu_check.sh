@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # The student's GPU paths on one CUDA GPU, in one go (bench/gpu_check.py says which).
-# On a machine with no internet: Python packages undo needs that the machine lacks travel
-# as wheels in .whl/ (see bench/README or the closing note of issue 10 for the download line).
+# On a machine with no internet, the packages undo needs that it lacks travel as wheels in
+# .whl/ (installed into /tmp/site below). For a Python 3.12 machine with torch, transformers,
+# peft and accelerate, fetched where pip works:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 -d .whl \
+#     trl datasets dill multiprocess pydantic pydantic_core annotated-types typing-inspection \
+#     math-verify latex2sympy2_extended antlr4-python3-runtime==4.13.2 sniffio gguf fsspec pyarrow
 # Usage: bash bench/gpu_check.sh [OUT_DIR]        (OUT_DIR defaults to $OUT, else bench/out/gpu)
 set -uo pipefail
 cd "$(dirname "$0")/.."

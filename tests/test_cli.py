@@ -21,7 +21,8 @@ def undo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, cwd=ROOT, env=env)
 
 
-COMMANDS = ["data", "grade", "run", "demo", "teach", "train", "eval", "transfer", "compare", "report", "cache"]
+COMMANDS = ["data", "grade", "run", "demo", "teach", "train", "eval", "transfer", "export-model", "compare",
+            "report", "cache"]
 
 
 def test_help_lists_every_command_and_each_has_its_own_help():
@@ -163,6 +164,10 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
                                      f"task.source={tmp / 'train.jsonl'}", *file_task],
         "train over a non-student": ["train", "--data", str(tmp / "rationales.jsonl"),
                                      "--out", str(tmp / "thesis")],
+        "export a non-run": ["export-model", str(tmp / "empty_run"), "--out", str(tmp / "m")],
+        "export bad dtype": ["export-model", str(tmp / "empty_run"), "--out", str(tmp / "m"),
+                             "--dtype", "fp8"],
+        "student backend typo": ["run", "student.backend=vlm", out],
         "teach the test split": ["teach", "file", "--out", str(tmp / "r.jsonl"), "--split", "test",
                                  f"task.source={tmp / 'train.jsonl'}", *file_task],
     }

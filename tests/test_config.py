@@ -36,6 +36,10 @@ from undo.errors import UserError
     ("seed=-1", "seed"),
     ("teacher.prompts.refin=my.j2", "teacher.prompts"),
     ("teacher.price.inptu=0.5", "teacher.price"),
+    ("student.backend=sglang", "student.backend"),
+    ("student.vllm.gpu_memory_utilization=1.5", "student.vllm.gpu_memory_utilization"),
+    ("teacher.vllm.tensor_parallel_size=0", "teacher.vllm.tensor_parallel_size"),
+    ("student.vllm.max_model_len=0", "student.vllm.max_model_len"),
 ])
 def test_a_bad_value_is_one_line_naming_its_key(override: str, key: str) -> None:
     with pytest.raises(UserError) as e:

@@ -43,9 +43,12 @@ def _adapter_model(student: Path):  # noqa: ANN202
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from undo.lm.models import quiet_deprecations
+
     base = AutoModelForCausalLM.from_pretrained((student / "undo_base.txt").read_text().strip(),
                                                 dtype="float32")
-    return PeftModel.from_pretrained(base, str(student)).eval()
+    with quiet_deprecations():
+        return PeftModel.from_pretrained(base, str(student)).eval()
 
 
 @pytest.mark.slow
