@@ -508,27 +508,6 @@ def test_growing_cache_generates_what_the_plain_cache_does(base: SimpleNamespace
 
 
 @pytest.mark.slow
-def test_answer_check_only_at_periods_and_newlines_stops_where_checking_every_step_does(
-        base: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    from undo.lm import generate
-
-    convs = [[{"role": "user", "content": rec.prompt()}] for rec, _ in svamp_rows(0, 6)]
-    convs.append([{"role": "user", "content": COPY_PROMPT}])  # stops at its answer line
-    kw = dict(max_new_tokens=120, batch_size=7)
-    cheap = generate_chat(base.model, base.tok, convs, **kw)
-    decodes: list[int] = []
-    real_decode = base.tok.decode
-    monkeypatch.setattr(generate, "_may_complete", lambda ids, marks: True)  # check every step
-    monkeypatch.setattr(base.tok, "decode", lambda *a, **k: decodes.append(1) or real_decode(*a, **k))
-    every = generate_chat(base.model, base.tok, convs, **kw)
-    monkeypatch.undo()
-    assert [(g.text, g.completion_tokens, g.finish_reason) for g in cheap] == [
-        (g.text, g.completion_tokens, g.finish_reason) for g in every]
-    assert cheap[-1].finish_reason == "answer"  # the check did stop a row
-    assert len(decodes) >= sum(g.completion_tokens for g in every)  # a decode per row per step there
-
-
-@pytest.mark.slow
 def test_repeated_prompts_prefill_once_and_each_row_samples_on_its_own(base: SimpleNamespace) -> None:
     """k samples of one prompt (a teacher's refinements) share one prefill, and greedy and
     sampled rows share a batch: each row's text is the one it gets alone."""

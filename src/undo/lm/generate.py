@@ -98,32 +98,6 @@ def _sample(logits: Any, rows: list[RowSampling], generators: list[Any]) -> Any:
     return nxt
 
 
-class _AnswerMarks:
-    """Per token id: does its text hold a period or a newline, does it end with a period.
-
-    An answer line completes only at a newline, or at a period followed by whitespace, so
-    the step that completes one decodes a token holding '.' or '\n', or follows a token
-    ending with '.'. Only then is the row's tail decoded and searched: decoding every row's
-    tail at every step cost 44 % of a decode step on a GPU (bench/gpu_check.py)."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self._tokenizer = tokenizer
-        self._marks: dict[int, tuple[bool, bool]] = {}
-
-    def __call__(self, token: int) -> tuple[bool, bool]:
-        m = self._marks.get(token)
-        if m is None:
-            text = self._tokenizer.decode([token], skip_special_tokens=True)
-            m = self._marks[token] = ("." in text or "\n" in text, text.endswith("."))
-        return m
-
-
-def _may_complete(ids: list[int], marks: _AnswerMarks) -> bool:
-    if marks(ids[-1])[0]:
-        return True
-    return len(ids) > 1 and marks(ids[-2])[1]
-
-
 def _cut_at_answer(text: str) -> str:
     m = ANSWER_DONE.search(text)
     return text[: m.end()].rstrip() if m else text
@@ -262,7 +236,6 @@ def _generate_batch(
     out_ids: list[list[int]] = [[] for _ in prompts]
     finish: list[str] = ["length"] * len(prompts)
     cache = _growing_cache(model)
-    marks = _AnswerMarks(tokenizer)
     stop = torch.tensor(sorted(stop_ids), device=device)
     generators = [torch.Generator(device=device).manual_seed(rs.seed or 0) if rs.temperature > 0 else None
                   for rs in sampling]
@@ -285,7 +258,7 @@ def _generate_batch(
                 out_ids[row].append(tok)
                 if ended:
                     finish[row] = "stop"
-                elif stop_at_answer and _may_complete(out_ids[row], marks) and ANSWER_DONE.search(
+                elif stop_at_answer and ANSWER_DONE.search(
                     tokenizer.decode(out_ids[row][-_TAIL_TOKENS:], skip_special_tokens=True)
                 ):
                     finish[row] = "answer"

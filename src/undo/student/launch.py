@@ -67,6 +67,18 @@ def launch_command(
     raise UserError(f"train.launcher must be 'torchrun' or 'accelerate' here (got '{launcher}')")
 
 
+def _distributed_type(accelerate_config: str | None) -> str | None:
+    if not accelerate_config:
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load(Path(accelerate_config).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"train.accelerate_config: cannot read {accelerate_config}: {e}") from None
+    return cfg.get("distributed_type") if isinstance(cfg, dict) else None
+
+
 def _pdeathsig() -> Callable[[], object] | None:
     """prctl(PR_SET_PDEATHSIG, SIGKILL) as a call, or None where the OS has no prctl."""
     try:
@@ -117,6 +129,10 @@ def launch_training(
 
     if not torch.cuda.is_available():
         env["ACCELERATE_USE_CPU"] = "true"  # else accelerate's processes each run alone
+        kind = _distributed_type(accelerate_config) if launcher == "accelerate" else None
+        if kind in ("FSDP", "DEEPSPEED"):  # accelerate shards only on accelerators
+            print(f"undo: no CUDA here: accelerate runs the {kind} config {accelerate_config} as "
+                  "plain data parallel on CPU processes (same result, no sharding)", file=sys.stderr)
     # stdout (the progress bar) passes straight through; stderr is echoed and its
     # tail kept for the error message
     tail: collections.deque[str] = collections.deque(maxlen=40)
