@@ -1,7 +1,7 @@
 """Greedy student answers, graded against gold; resumable attempt files.
 
 An attempt file is JSONL, one row per question, appended and flushed after
-each batch. A killed evaluation restarted with the same file generates only the
+each chunk of a few batches. A killed evaluation restarted with the same file generates only the
 questions it has no row for.
 """
 
@@ -67,7 +67,9 @@ def evaluate(
     wanted = {r.id for r in records}
     if len(wanted) != len(records):
         raise UserError("evaluate: record ids are not unique")
-    todo = [r for r in records if r.id not in done]
+    # longest prompts first: chunks of similar length pad little, and one that does not fit
+    # in memory fails at once rather than at the end
+    todo = sorted((r for r in records if r.id not in done), key=lambda r: -len(r.prompt()))
     if progress and len(records) > len(todo):
         progress(len(records) - len(todo))
     spec = EngineSpec.of(cfg, student_spec)
