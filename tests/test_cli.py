@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,8 +22,8 @@ def undo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, cwd=ROOT, env=env)
 
 
-COMMANDS = ["data", "grade", "run", "demo", "teach", "train", "eval", "transfer", "export-model", "compare",
-            "report", "cache"]
+COMMANDS = ["data", "grade", "run", "demo", "configs", "teach", "train", "eval", "transfer", "flow", "export",
+            "export-model", "compare", "report", "cache"]
 
 
 def test_help_lists_every_command_and_each_has_its_own_help():
@@ -41,6 +42,23 @@ def test_help_lists_every_command_and_each_has_its_own_help():
         sub = runner.invoke(app, [cmd, "--help"], prog_name="undo")
         assert sub.exit_code == 0 and f"Usage: undo {cmd}" in " ".join(sub.output.split()), cmd
     assert "Example: undo teach" in runner.invoke(app, ["teach", "--help"]).output
+
+
+def test_shipped_configs_run_by_name_from_anywhere(tmp_path):
+    r = undo("configs")
+    names = [line.split()[0] for line in r.stdout.splitlines()]
+    assert r.returncode == 0 and names == ["commonsenseqa", "demo", "gsm8k", "strategyqa", "svamp"]
+    # from a folder without configs/, as after `pip install`: the name resolves to the packaged YAML
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    plan = subprocess.run([sys.executable, "-m", "undo.cli", "run", "gsm8k", "--dry-run",
+                           "teacher.base_url=http://127.0.0.1:9/v1",  # nothing listens: a dry run calls nothing
+                           f"task.source={ROOT / 'tests/fixtures/data/gsm8k'}", "splits.train=20",
+                           "splits.val=5", "splits.test=5"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
+    assert plan.returncode == 0, plan.stderr[-400:]
+    assert json.loads(plan.stdout)["run_dir"].endswith("gsm8k-undo")
+    missing = undo("run", "gsm8", "--dry-run")
+    assert missing.returncode == 2 and "shipped configs by name: commonsenseqa, demo, gsm8k" in missing.stderr
 
 
 def test_data_prints_normalised_jsonl():
@@ -164,6 +182,7 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
                                      f"task.source={tmp / 'train.jsonl'}", *file_task],
         "train over a non-student": ["train", "--data", str(tmp / "rationales.jsonl"),
                                      "--out", str(tmp / "thesis")],
+        "transfer without a student": ["transfer", str(tmp / "empty_run")],
         "export a non-run": ["export-model", str(tmp / "empty_run"), "--out", str(tmp / "m")],
         "export bad dtype": ["export-model", str(tmp / "empty_run"), "--out", str(tmp / "m"),
                              "--dtype", "fp8"],

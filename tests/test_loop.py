@@ -119,6 +119,46 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
         modes = {json.loads(line)["mode"] for line in (run_dir / "iter_1/rationales.jsonl").open()}
         assert modes == {"refine"}
 
+    # 3b) the learning flow: every train question placed in one category for iteration 1,
+    # from the attempt files (the last student answered train after the loop stopped)
+    from undo.flow import question_story
+
+    def verdicts(path: Path) -> dict[str, bool]:
+        return {json.loads(line)["id"]: json.loads(line)["correct"] for line in path.open()}
+
+    before = verdicts(run_dir / "iter_1/attempts_train.jsonl")
+    after = verdicts(run_dir / "iter_2/attempts_train.jsonl")
+    counts = summary["flow"]["train"][0]
+    assert counts["fixed"] == sum(not before[i] and after[i] for i in before)
+    assert counts["broken"] == sum(before[i] and not after[i] for i in before)
+    assert counts["stuck"] + counts["never_refined"] == sum(not before[i] and not after[i] for i in before)
+    assert sum(v for k, v in counts.items() if k != "iteration") == 6  # none unknown
+    grid = read_json(run_dir / "flow.json")["grid"]
+    assert {i: g["correct"]["0"] for i, g in grid.items() if g["split"] == "train"} == before
+    assert "## Learning flow" in (run_dir / "report.md").read_text()
+    qid = next(iter(before))
+    story = "\n".join(question_story(run_dir, qid))
+    assert "== iteration 1 ==" in story and "trained on:" in story and "student after training:" in story
+
+    # 3c) the distilled dataset, exported and loaded back with the hub's own tools
+    import datasets
+    from huggingface_hub import DatasetCard
+
+    from undo.export import export_dataset
+
+    exported = export_dataset(run_dir, tmp_path / "dataset", iteration=1)
+    ds = datasets.load_from_disk(str(tmp_path / "dataset" / "hf"))["train"]
+    train_rows = [json.loads(line) for line in (run_dir / "iter_1/train_data.jsonl").open()]
+    assert ds.num_rows == exported["rows"] == len(train_rows)
+    assert [r["rationale"] for r in ds] == [r["rationale"] for r in train_rows]
+    assert {r["source"] for r in ds} <= {"student", "refined", "teacher"}
+    assert all(r["answer"] == train[r["id"]].answer for r in ds)
+    parquet = datasets.Dataset.from_parquet(str(tmp_path / "dataset/data/train-00000-of-00001.parquet"))
+    assert parquet.num_rows == ds.num_rows
+    card = DatasetCard.load(tmp_path / "dataset" / "README.md")
+    assert card.data.license == "other" and "undo" in card.data.tags
+    assert "qwen2.5-coder-0.5b-instruct" in card.text and "## The exact config" in card.text
+
     # 4) running a finished run again changes nothing and calls nothing
     again = UndoRun(load_config(cfg_file)).run()
     assert again["iterations"] == summary["iterations"]
@@ -137,6 +177,16 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     # the same student with another setting gets a folder of its own
     other = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=2"])
     assert other["dir"] != t["dir"]
+    # a students x iterations matrix: the iteration-0 cell is the one trained above (reused)
+    from undo.transfer import matrix_lines, transfer_matrix
+
+    m = transfer_matrix(run_dir, ["smollm2-135m-instruct"], ["0", "1"], ["train.max_steps=1"], n_boot=200)
+    first, second = m["cells"]
+    assert (first["iteration"], first["dir"]) == (0, t["dir"]) and second["iteration"] == 1
+    assert "diff_vs_first" not in first and second["ci_low"] <= second["diff_vs_first"] <= second["ci_high"]
+    assert read_json(run_dir / "transfer_matrix.json")["cells"] == m["cells"]
+    assert matrix_lines(m)[2].startswith("| smollm2-135m-instruct | ")
+    assert matrix_lines(m)[2] in (run_dir / "report.md").read_text()
 
     # 6) a changed setting is refused instead of mixing two configs in one folder
     with pytest.raises(UserError, match="train.lr"):

@@ -22,7 +22,7 @@ app = typer.Typer(
         "undo: distil a teacher LLM's reasoning into a small student with UNDO "
         "(UNderstanding Distillation as Optimization, arXiv 2504.02521).\n\n"
         "Quick start (offline, CPU):  undo demo\n\n"
-        "Real run:  undo run configs/gsm8k.yaml teacher.base_url=http://HOST:8000/v1"
+        "Real run:  undo run gsm8k teacher.base_url=http://HOST:8000/v1   (undo configs: the shipped ones)"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -36,7 +36,8 @@ Overrides = Annotated[
     Optional[list[str]],  # noqa: UP045  (typer needs Optional on 3.10)
     typer.Argument(help="config overrides as key=value, e.g. task.source=PATH splits.train=100"),
 ]
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="a run YAML")]  # noqa: UP045
+ConfigOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
+    "--config", "-c", help="a run YAML, or a shipped config's name (undo configs)")]
 
 
 def _config(path: Path | None, overrides: list[str] | None, **forced: object):
@@ -100,7 +101,8 @@ def grade(
     _emit({"n": n, "correct": correct, "accuracy": correct / n if n else 0.0, "unparsed": unparsed})
 
 
-Config = Annotated[Optional[Path], typer.Argument(help="a run YAML (configs/*.yaml)")]  # noqa: UP045
+Config = Annotated[Optional[Path], typer.Argument(  # noqa: UP045
+    help="a run YAML, or a shipped config's name: gsm8k, svamp, ... (undo configs)")]
 
 
 @app.command()
@@ -111,7 +113,7 @@ def run(
 ) -> None:
     """Run UNDO (or the one-shot baseline) end to end; re-run the same command to resume.
 
-    Example: undo run configs/svamp.yaml teacher.base_url=http://localhost:8000/v1 name=svamp-1
+    Example: undo run svamp teacher.base_url=http://localhost:8000/v1 name=svamp-1
     """
     # only key=value given: the first one landed in `config` (its value may hold a "/")
     if config is not None and "/" not in str(config).split("=", 1)[0] and "=" in str(config) \
@@ -137,17 +139,26 @@ def demo(
 ) -> None:
     """The offline demo: generated sums, in-process Qwen2.5-Coder-0.5B teacher, SmolLM2-135M student.
 
-    Same as: undo run configs/demo.yaml
+    Same as: undo run demo
     """
     run(_demo_config(), overrides, dry_run)
 
 
 def _demo_config() -> Path:
-    from importlib.resources import files
+    from undo.config import shipped_configs
 
-    shipped = Path(str(files("undo") / "configs" / "demo.yaml"))
-    local = Path("configs/demo.yaml")
-    return local if local.exists() else shipped
+    return shipped_configs()["demo"]
+
+
+@app.command(name="configs")
+def configs_cmd() -> None:
+    """The shipped configs, usable by name: `undo run NAME [key=value ...]`."""
+    from undo.config import shipped_configs
+
+    for name, path in shipped_configs().items():
+        comments = [line.lstrip("# ").rstrip() for line in path.read_text().splitlines()
+                    if line.startswith("#")]
+        print(f"{name:<15} {comments[0] if comments else ''}")
 
 
 @app.command()
@@ -250,17 +261,68 @@ def eval_(
 @app.command()
 def transfer(
     run_dir: Annotated[Path, typer.Argument(help="a finished undo run folder")],
-    student: Annotated[str, typer.Option("--student", help="the new student model")],
-    iteration: Annotated[Optional[int], typer.Option(help="whose training set; default best")] = None,  # noqa: UP045
+    student: Annotated[Optional[str], typer.Option("--student", help="the new student model")] = None,  # noqa: UP045
+    students: Annotated[Optional[str], typer.Option(help="several students, comma-separated")] = None,  # noqa: UP045
+    iteration: Annotated[Optional[str], typer.Option(help="whose training set: K or best (default)")] = None,  # noqa: UP045
+    iterations: Annotated[Optional[str], typer.Option(help="several, comma-separated: 0,best")] = None,  # noqa: UP045
     overrides: Overrides = None,
+    n_boot: Annotated[int, typer.Option("--n-boot")] = 10_000,
 ) -> None:
-    """Train and evaluate a different student on a finished run's training set.
+    """Train and evaluate other students on a finished run's training sets: one cell, or a
+    matrix of students x iterations with paired 95% CIs against each student's first cell
+    (saved as RUN/transfer_matrix.json; cells resume).
 
-    Example: undo transfer runs/svamp-undo --iteration 2 --student Qwen/Qwen2.5-0.5B-Instruct
+    Example: undo transfer runs/svamp-undo --students Qwen/Qwen2.5-0.5B-Instruct,smollm2-135m-instruct
+    --iterations 0,best
     """
-    from undo.transfer import run_transfer
+    from undo.transfer import matrix_lines, transfer_matrix
 
-    _emit(run_transfer(run_dir, student, iteration, list(overrides or [])))
+    names = [s.strip() for s in (students or student or "").split(",") if s.strip()]
+    if not names:
+        raise UserError("transfer: name a student (--student MODEL or --students A,B)")
+    its = [s.strip() for s in (iterations or iteration or "best").split(",") if s.strip()]
+    m = transfer_matrix(run_dir, names, its, list(overrides or []), n_boot)
+    print("\n".join(matrix_lines(m)))
+    _emit(m)
+
+
+@app.command()
+def flow(
+    run_dir: Annotated[Path, typer.Argument(help="an undo run folder")],
+    question: Annotated[Optional[str], typer.Option("--question", help="one question's story, by id")] = None,  # noqa: UP045
+) -> None:
+    """What the loop did to each question: fixed, broken, stuck, never refined, per iteration;
+    or one question's answers, verdicts and the refined explanations beside its errors.
+
+    Example: undo flow runs/demo --question chain_sum-84401a404fc1
+    """
+    from undo.flow import flow_markdown, learning_flow, question_story
+
+    if question:
+        print("\n".join(question_story(run_dir, question)))
+        return
+    fl = learning_flow(run_dir)
+    print(flow_markdown(fl) or "no iteration after the first: nothing flowed yet")
+    _emit({"counts": fl["counts"]})
+
+
+@app.command(name="export")
+def export_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="an undo run folder")],
+    out: Annotated[Path, typer.Option("--out", help="the dataset folder to write")],
+    iteration: Annotated[str, typer.Option(help="K, or 'best' (by val)")] = "best",
+    push_to_hub: Annotated[Optional[str], typer.Option(help="also upload to this hub dataset repo")] = None,  # noqa: UP045
+) -> None:
+    """The distilled training set as a Hugging Face dataset: save_to_disk (out/hf), Parquet
+    (out/data) and a dataset card (out/README.md: teacher, student, method, accuracies, config).
+
+    Example: undo export runs/gsm8k-undo --out distilled/gsm8k --push-to-hub me/gsm8k-undo
+    """
+    from undo.export import export_dataset
+
+    if iteration != "best" and not iteration.isdigit():
+        raise UserError(f"--iteration: expected a number or 'best' (got '{iteration}')")
+    _emit(export_dataset(run_dir, out, iteration, push_to_hub))
 
 
 @app.command(name="export-model")

@@ -204,7 +204,7 @@ class TrainConfig(Section):
 
 
 class LoopConfig(Section):
-    RESUMABLE = frozenset({"max_iterations", "patience"})
+    RESUMABLE = frozenset({"max_iterations", "patience", "flow_train_eval"})
     method: Literal["undo", "oneshot"] = "undo"
     max_iterations: NonNegative = 3
     patience: Count = 1
@@ -212,6 +212,9 @@ class LoopConfig(Section):
     student_init: Literal["base", "continue"] = "base"
     val_errors_shown: NonNegative = 20
     eval_base: bool = True  # also score the untrained student (the comparison's first row)
+    # after the loop the last student answers train too (where the next iteration's diagnosis
+    # would go), so the learning flow knows whether its refined questions were fixed
+    flow_train_eval: bool = True
 
 
 class OutputConfig(Section):
@@ -328,6 +331,25 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def shipped_configs() -> dict[str, Path]:
+    """The ready-to-run YAML files inside the package, by name (`undo run gsm8k`)."""
+    from importlib.resources import files
+
+    folder = Path(str(files("undo") / "configs"))
+    return {p.stem: p for p in sorted(folder.glob("*.yaml"))}
+
+
+def config_path(spec: str | os.PathLike[str]) -> Path:
+    """A YAML file, or the name of a shipped config: a pip user has no configs/ folder."""
+    p = Path(spec)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    if str(spec) in shipped and not p.exists():
+        return shipped[str(spec)]
+    raise UserError(f"config file not found: {p} (shipped configs by name: {', '.join(shipped)})")
+
+
 def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: list[str] | None = None,
@@ -336,10 +358,8 @@ def load_config(
     data: dict[str, Any] = dict(base or {})
     origin = "config"
     if path is not None:
-        p = Path(path)
+        p = config_path(path)
         origin = str(p)
-        if not p.is_file():
-            raise UserError(f"config file not found: {p}")
         try:
             loaded = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:

@@ -9,14 +9,13 @@ teacher, the task, the method and the accuracy measured on the run's own splits.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from undo.errors import UserError
-from undo.runstore import RunStore, read_json
+from undo.runstore import RunStore, read_json, swap_dir
 
 _MADE_BY = "undo_export.json"  # marks a folder this command wrote (it may replace it)
 
@@ -73,12 +72,7 @@ def merge_student(student: Path, out: Path, info: dict[str, Any], dtype: str | N
         tokenizer.save_pretrained(tmp)  # with the chat template the student was trained on
         (tmp / "README.md").write_text(model_card(info | {"merged_lora": bool(resolved.adapter)}))
         (tmp / _MADE_BY).write_text(json.dumps(info, indent=2) + "\n")
-        old = out.parent / f".{out.name}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -136,3 +130,141 @@ def model_card(info: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+# ---- the distilled dataset ------------------------------------------------------------
+
+
+def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
+                   push_to_hub: str | None = None) -> dict[str, Any]:
+    """Iteration K's training set (default: the best by val) as a Hugging Face DatasetDict:
+    `out/hf` (save_to_disk), `out/data/train-00000-of-00001.parquet`, `out/README.md` (card)."""
+    import datasets
+    import yaml
+
+    from undo.config import config_to_yaml, load_config
+    from undo.runstore import read_jsonl
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
+    cfg = load_config(run_dir / "config.yaml")
+    store = RunStore(run_dir)
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
+    if iteration in (None, "best"):
+        if summary is None:
+            raise UserError(f"{run_dir}: unfinished run; pass --iteration K")
+        iteration = int(summary["best_iteration"])
+    k = int(iteration)
+    data_file = store.path(k, "train_data.jsonl")
+    if not data_file.exists():
+        raise UserError(f"{data_file}: not found (iteration {k} has no training set)")
+    out = Path(out)
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / _MADE_BY).exists()):
+        raise UserError(f"{out} exists and was not written by undo export; choose another --out")
+    gold = {str(r["id"]): r for r in read_jsonl(store.split_file("train"))}
+    # the teacher's verdict and attempt count for each question, from the iteration that wrote it
+    teacher_rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for j in range(k + 1):
+        path = store.path(j, "rationales.jsonl")
+        if path.exists():
+            for row in read_jsonl(path):
+                teacher_rows[(j, str(row["id"]))] = row
+    rows = []
+    for row in read_jsonl(data_file):
+        qid = str(row["id"])
+        made_in = _origin(teacher_rows, qid, row, k)
+        t = teacher_rows.get((made_in, qid), {}) if made_in is not None else {}
+        rows.append({
+            "id": qid, "question": row["question"], "rationale": row["rationale"],
+            "answer": str(gold.get(qid, {}).get("answer", "")), "source": row["source"],
+            "iteration": k, "written_in_iteration": made_in if row["source"] != "student" else k,
+            "verdict": "student_correct" if row["source"] == "student" else t.get("verdict", "verified"),
+            "teacher": cfg.teacher.model if row["source"] != "student" else None,
+            "teacher_attempts": len(t.get("attempts") or []) if row["source"] != "student" else 0,
+        })
+    if not rows:
+        raise UserError(f"{data_file}: empty training set; nothing to export")
+    ds = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
+    metrics = [read_json(p) for p in sorted(run_dir.glob("iter_*/metrics.json"))]
+    info = {"run": str(run_dir.resolve()), "iteration": k, "rows": len(rows), "teacher": cfg.teacher.model,
+            "student": cfg.student.model, "method": cfg.loop.method, "task": cfg.task.name,
+            "dataset": cfg.task.dataset or cfg.task.source}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    tmp.chmod(0o755)
+    try:
+        bars_were_on = datasets.is_progress_bar_enabled()
+        datasets.disable_progress_bars()
+        try:
+            ds.save_to_disk(str(tmp / "hf"))
+            (tmp / "data").mkdir()
+            ds["train"].to_parquet(str(tmp / "data" / "train-00000-of-00001.parquet"))
+        finally:
+            if bars_were_on:
+                datasets.enable_progress_bars()
+        (tmp / "README.md").write_text(dataset_card(info, metrics, config_to_yaml(cfg), yaml))
+        (tmp / _MADE_BY).write_text(json.dumps(info, indent=2) + "\n")
+        swap_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if push_to_hub:
+        _push(out, push_to_hub)
+        info["pushed_to"] = push_to_hub
+    return {"out": str(out), **info}
+
+
+def _origin(teacher_rows: dict[tuple[int, str], dict[str, Any]], qid: str, row: dict[str, Any],
+            k: int) -> int | None:
+    """The iteration whose teacher stage wrote this row's rationale (latest first)."""
+    for j in range(k, -1, -1):
+        t = teacher_rows.get((j, qid))
+        if t and row["rationale"] in ([t.get("rationale")] + list(t.get("rationales") or [])):
+            return j
+    return None
+
+
+def _push(out: Path, repo: str) -> None:
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        api.create_repo(repo, repo_type="dataset", exist_ok=True)
+        api.upload_folder(folder_path=str(out), repo_id=repo, repo_type="dataset",
+                          allow_patterns=["README.md", "data/*"])
+    except Exception as e:  # no hub, no token, no rights: the local export stands
+        raise UserError(f"--push-to-hub {repo}: {type(e).__name__}: {str(e).splitlines()[0][:200]} "
+                        f"(the dataset is saved in {out})") from None
+
+
+def dataset_card(info: dict[str, Any], metrics: list[dict[str, Any]], config_yaml: str, yaml: Any) -> str:
+    n = info["rows"]
+    size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K"
+    front = {
+        "license": "other",  # placeholder: the source data's and the teacher's terms apply
+        "task_categories": ["text-generation"],
+        "language": ["en"],
+        "size_categories": [size],
+        "tags": ["undo", "distillation", "rationales", "reasoning"],
+        "configs": [{"config_name": "default",
+                     "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}],
+    }
+    acc = ["| iteration | val | test | train examples |", "| --- | --- | --- | --- |"]
+    acc += [f"| {m.get('iteration')} | {_pct(m.get('val_acc'))} | {_pct(m.get('test_acc'))} | "
+            f"{m.get('train_examples', '')} |" for m in metrics]
+    return "\n".join([
+        "---", yaml.safe_dump(front, sort_keys=False).rstrip(), "---", "",
+        f"# Rationales distilled with UNDO: {info['task']}"
+        + (f" / {info['dataset']}" if info.get("dataset") else ""), "",
+        f"{n} training examples from iteration {info['iteration']} of an undo run (method "
+        f"`{info['method']}`): teacher **{info['teacher']}**, student **{info['student']}**. Each row "
+        "is a question, a rationale ending in `The answer is X.`, the gold answer, and where the "
+        "rationale came from: `teacher` (verified against gold), `refined` (the teacher's rewrite "
+        "for a question the student got wrong, verified), or `student` (the student's own correct "
+        "trace).", "",
+        "Fields: id, question, rationale, answer, source, iteration, written_in_iteration, verdict, "
+        "teacher, teacher_attempts.", "",
+        "License: set this to the terms of the source dataset and of the teacher model's outputs.", "",
+        "## The student's accuracy per iteration (greedy, the run's own splits)", "", *acc, "",
+        "## The exact config", "", "```yaml", config_yaml.rstrip(), "```", "",
+    ])

@@ -282,6 +282,11 @@ class UndoRun:
         if cfg.loop.method == "oneshot":
             stop_reason = "oneshot"
         iters = [r for r in rows if isinstance(r.get("iteration"), int)]
+        last_k = max(r["iteration"] for r in iters)
+        if cfg.loop.method == "undo" and cfg.loop.flow_train_eval and last_k > 0:
+            # the last student on train, stored as the next iteration's diagnosis would be
+            # (a resumed run with more iterations reuses it): the flow's last transition
+            self.attempts(last_k + 1, "train", str(self.store.path(last_k, "student")))
         summary = {
             "name": cfg.name,
             "method": cfg.loop.method,
@@ -295,10 +300,14 @@ class UndoRun:
             "iterations": rows,
             "best_student": str(self.store.path(best_k, "student")),
         }
+        from undo.flow import flow_summary
         from undo.report import headline, write_report
 
         if cfg.loop.method == "undo":
             summary["headline"] = headline(self.store.root, best_k)
+        flow = flow_summary(self.store.root)  # per question: flow.json; the counts: here
+        write_json(self.store.root / "flow.json", flow)
+        summary["flow"] = flow["counts"]
         write_json(self.store.root / "summary.json", summary)
         write_report(self.store.root)
         if summary.get("headline", {}).get("rows"):

@@ -6,6 +6,7 @@ import math
 from typing import Any
 
 from undo.config import RunConfig
+from undo.lm.engines import ENGINES
 from undo.lm.models import resolve_model
 from undo.tasks import make_splits
 
@@ -15,15 +16,13 @@ REFINE_PROMPT_TOKENS = 900
 EXAMPLE_TOKENS = 200  # one worked example (teacher.few_shot): its question and solution turns
 
 
-def plan(cfg: RunConfig, check_endpoint: bool = True) -> dict[str, Any]:
+def plan(cfg: RunConfig) -> dict[str, Any]:
+    """Splits and upper bounds. No teacher endpoint is contacted: the run's first step
+    health-checks it (a dry run that calls out is not dry)."""
     splits = make_splits(cfg.task, cfg.splits, cfg.seed)
     resolve_model(cfg.student.model)
-    if cfg.teacher.backend in ("transformers", "vllm"):
+    if cfg.teacher.backend in ENGINES:  # in-process: resolving the model is the check
         resolve_model(cfg.teacher.model)
-    elif check_endpoint:
-        from undo.teacher import build_backend
-
-        build_backend(cfg.teacher).health_check()
     n_train = len(splits["train"])
     t = cfg.teacher
     explain_calls = t.max_attempts + (1 if t.rationalize else 0)

@@ -76,6 +76,23 @@ def write_report(run_dir: Path) -> Path:
     ]
     if summary.get("headline", {}).get("rows"):
         md += [headline_markdown(summary["headline"]), ""]
+    if any(summary.get("flow", {}).values()):
+        from undo.flow import flow_markdown
+
+        md += ["## Learning flow", "",
+               "Per question between consecutive iterations: fixed (wrong -> right), broken "
+               "(right -> wrong), kept, and for train questions still wrong: stuck (a verified "
+               "refinement was trained on) or never refined. `undo flow RUN --question ID` shows "
+               "one question's answers and the refined explanations.", "",
+               flow_markdown({"counts": summary["flow"]})]
+    if (run_dir / "transfer_matrix.json").exists():
+        from undo.transfer import matrix_lines
+
+        matrix = read_json(run_dir / "transfer_matrix.json")
+        md += ["## Transfer: other students on this run's data", "",
+               "Test accuracy of each student trained on each iteration's training set; in brackets, "
+               "the paired 95% CI against the same student's first column.", "",
+               *matrix_lines(matrix), ""]
     if plot:
         md.append(f"![accuracy]({plot})")
     text = "\n".join(md) + "\n"

@@ -33,6 +33,19 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def swap_dir(tmp: Path, target: Path) -> None:
+    """Move a finished folder into place. An existing target is moved aside first, so no
+    moment exists at which `target` holds a mix of old and new files."""
+    import shutil
+
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_json(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 

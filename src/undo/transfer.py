@@ -59,3 +59,64 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
         metrics[f"{split}_n"] = res.n
     write_json(out / "metrics.json", metrics)
     return metrics
+
+
+def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
+                    overrides: list[str], n_boot: int = 10_000) -> dict[str, Any]:
+    """Each student trained on each iteration's data (cells resume like run_transfer), with
+    each cell's test accuracy and its paired 95 % CI against the same student's first cell
+    (iteration 0 when listed): does the refined data help other students too?"""
+    from undo.report import paired_bootstrap, test_attempts
+
+    run_dir = Path(run_dir)
+    if not students or not iterations:
+        raise UserError("transfer: give at least one student and one iteration")
+    best = None
+    if "best" in iterations:
+        if not (run_dir / "summary.json").exists():
+            raise UserError(f"{run_dir}: unfinished run; 'best' needs its summary.json")
+        best = read_json(run_dir / "summary.json")["best_iteration"]
+    ks: list[int] = []
+    for it in iterations:
+        if it != "best" and not str(it).isdigit():
+            raise UserError(f"transfer: iteration '{it}' is neither a number nor 'best'")
+        k = best if it == "best" else int(it)
+        if k not in ks:
+            ks.append(k)
+    ks.sort()
+    rows = []
+    for student in students:
+        cells = [run_transfer(run_dir, student, k, overrides) for k in ks]
+        ref_label, ref = test_attempts(cells[0]["dir"])
+        for k, cell in zip(ks, cells, strict=True):
+            _, res = test_attempts(cell["dir"])
+            row = {"student": student, "iteration": k, "test_acc": cell["test_acc"], "n": cell["test_n"],
+                   "dir": cell["dir"]}
+            if k != ks[0]:
+                common = sorted(set(ref) & set(res))
+                d, lo, hi = paired_bootstrap([ref[i] for i in common], [res[i] for i in common], n_boot)
+                row.update(diff_vs_first=d, ci_low=lo, ci_high=hi)
+            rows.append(row)
+    matrix = {"run": str(run_dir), "iterations": ks, "students": students, "overrides": sorted(overrides),
+              "cells": rows}
+    write_json(run_dir / "transfer_matrix.json", matrix)
+    if (run_dir / "summary.json").exists():
+        from undo.report import write_report
+
+        write_report(run_dir)  # the report shows the matrix
+    return matrix
+
+
+def matrix_lines(matrix: dict[str, Any]) -> list[str]:
+    ks = matrix["iterations"]
+    lines = ["| student | " + " | ".join(f"iteration {k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for student in matrix["students"]:
+        cells = {c["iteration"]: c for c in matrix["cells"] if c["student"] == student}
+        out = []
+        for k in ks:
+            c = cells[k]
+            diff = (f" ({c['diff_vs_first']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}])"
+                    if "diff_vs_first" in c else "")
+            out.append(f"{c['test_acc']:.1%}{diff}")
+        lines.append(f"| {student} | " + " | ".join(out) + " |")
+    return lines

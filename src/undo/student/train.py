@@ -26,6 +26,7 @@ from typing import Any
 from undo.config import StudentConfig, TrainConfig
 from undo.errors import UserError
 from undo.lm.models import quiet_deprecations
+from undo.runstore import swap_dir
 from undo.tasks.base import Record, student_messages
 
 log = logging.getLogger(__name__)
@@ -426,14 +427,7 @@ def _finish(
     )
     result.wall_s = time.perf_counter() - t0
     (tmp / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
-    # swap into place: an existing student is moved aside first, so no moment
-    # exists at which out_dir holds a mix of old and new files
-    old = out_dir.parent / f".{out_dir.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if out_dir.exists():
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_dir(tmp, out_dir)
 
 
 def read_examples(path: Path) -> list[dict[str, Any]]:

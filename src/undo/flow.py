@@ -1,0 +1,169 @@
+"""The learning flow: what the loop did to each question, iteration by iteration.
+
+For every train and val question: whether the student of each iteration answered it right,
+and (train) what its training example in that iteration came from: the student's own
+trace, a refined teacher rationale, an earlier teacher rationale, or nothing. Between two
+iterations a question is `fixed` (wrong -> right), `broken` (right -> wrong), `kept`
+(right -> right) or still wrong; a still-wrong train question is `stuck` when a verified
+refinement was trained on, `never_refined` when none was.
+
+Where the verdicts come from: the student of iteration k answers val in iter_k/attempts_val
+and train in iter_{k+1}/attempts_train (the next iteration's diagnosis; for the last student
+the loop writes it there after stopping, unless loop.flow_train_eval is false). A verdict
+that does not exist is None, and its transitions are counted as `unknown`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from undo.errors import UserError
+from undo.runstore import RunStore, read_jsonl
+
+
+def _rows(path: Path) -> dict[str, dict[str, Any]]:
+    return {str(r["id"]): r for r in read_jsonl(path)} if path.exists() else {}
+
+
+def _iterations(store: RunStore) -> list[int]:
+    ks = []
+    k = 0
+    while store.path(k, "metrics.json").exists():
+        ks.append(k)
+        k += 1
+    return ks
+
+
+def learning_flow(run_dir: Path) -> dict[str, Any]:
+    """{"iterations": [...], "questions": {id: {...}}, "counts": {split: [{iteration, ...}]}}."""
+    store = RunStore(Path(run_dir))
+    if not (store.root / "config.yaml").exists():
+        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
+    ks = _iterations(store)
+    splits = {s: [str(r["id"]) for r in read_jsonl(store.split_file(s))] for s in ("train", "val")}
+    questions: dict[str, dict[str, Any]] = {}
+    for split, ids in splits.items():
+        for qid in ids:
+            questions[qid] = {"split": split, "correct": {}, "source": {}, "refined": {}}
+    for split in ("train", "val"):
+        base = _rows(store.path("base", f"attempts_{split}.jsonl"))
+        for qid in splits[split]:
+            if qid in base:
+                questions[qid]["correct"]["base"] = bool(base[qid]["correct"])
+    for k in ks:
+        val = _rows(store.path(k, "attempts_val.jsonl"))
+        train = _rows(store.path(k + 1, "attempts_train.jsonl"))  # student k, diagnosed next
+        refined = _rows(store.path(k, "rationales.jsonl")) if k > 0 else {}
+        sources: dict[str, list[str]] = {}
+        for row in read_jsonl(store.path(k, "train_data.jsonl")) if store.path(k, "train_data.jsonl").exists() \
+                else []:
+            sources.setdefault(str(row["id"]), []).append(row["source"])
+        for qid in splits["val"]:
+            questions[qid]["correct"][k] = bool(val[qid]["correct"]) if qid in val else None
+        for qid in splits["train"]:
+            q = questions[qid]
+            q["correct"][k] = bool(train[qid]["correct"]) if qid in train else None
+            src = sources.get(qid, [])
+            q["source"][k] = src[0] if len(set(src)) == 1 else ("+".join(sorted(set(src))) or "none")
+            if k > 0:
+                q["refined"][k] = (None if qid not in refined
+                                   else bool(refined[qid].get("rationale")))
+    counts = {split: [_transitions(questions, splits[split], k, split) for k in ks if k > 0]
+              for split in ("train", "val")}
+    return {"iterations": ks, "questions": questions, "counts": counts}
+
+
+def _transitions(questions: dict[str, dict[str, Any]], ids: list[str], k: int, split: str) -> dict[str, Any]:
+    c: Counter[str] = Counter()
+    for qid in ids:
+        q = questions[qid]
+        before, after = q["correct"].get(k - 1), q["correct"].get(k)
+        if before is None or after is None:
+            c["unknown"] += 1
+        elif not before and after:
+            c["fixed"] += 1
+        elif before and not after:
+            c["broken"] += 1
+        elif before:
+            c["kept"] += 1
+        elif split == "train":
+            c["stuck" if q["refined"].get(k) else "never_refined"] += 1
+        else:
+            c["still_wrong"] += 1
+    keys = (["fixed", "broken", "kept", "stuck", "never_refined"] if split == "train"
+            else ["fixed", "broken", "kept", "still_wrong"])
+    out: dict[str, Any] = {"iteration": k, **{key: c[key] for key in keys}}
+    if c["unknown"]:
+        out["unknown"] = c["unknown"]  # the last iteration's train verdicts: not diagnosed
+    return out
+
+
+def flow_markdown(flow: dict[str, Any]) -> str:
+    lines = []
+    for split in ("train", "val"):
+        rows = flow["counts"][split]
+        if not rows:
+            continue
+        keys = [k for k in rows[0] if k != "iteration"]
+        lines += [f"**{split}** (iteration t against t-1)", "",
+                  "| iteration | " + " | ".join(keys) + " |",
+                  "|---" * (len(keys) + 1) + "|"]
+        lines += ["| " + " | ".join(str(r.get(k, "")) for k in ["iteration", *keys]) + " |" for r in rows]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def question_story(run_dir: Path, qid: str) -> list[str]:
+    """One question through the run: each iteration's answer and verdict, and the teacher's
+    refined explanation beside the error it answered."""
+    store = RunStore(Path(run_dir))
+    flow = learning_flow(run_dir)
+    if qid not in flow["questions"]:
+        raise UserError(f"{run_dir}: no train or val question with id '{qid}'")
+    q = flow["questions"][qid]
+    split = q["split"]
+    record = next(r for r in read_jsonl(store.split_file(split)) if str(r["id"]) == qid)
+    out = [f"{qid} ({split})  gold: {record.get('answer')}", record.get("question", ""), ""]
+
+    def answer(path: Path) -> str:
+        row = _rows(path).get(qid)
+        if row is None:
+            return "(not answered)"
+        verdict = "right" if row["correct"] else "WRONG"
+        return f"{verdict}: {row['output'].strip()[-300:]}"
+
+    base_file = store.path("base", f"attempts_{split}.jsonl")
+    if base_file.exists():
+        out += ["== base student ==", answer(base_file), ""]
+    for k in flow["iterations"]:
+        out.append(f"== iteration {k} ==")
+        if split == "train":
+            rationales = _rows(store.path(k, "rationales.jsonl"))
+            if k > 0 and qid in rationales:
+                error = _rows(store.path(k, "attempts_train.jsonl")).get(qid)
+                if error is not None:
+                    out += ["student's error it answered:", error["output"].strip()[-300:]]
+                refined = rationales[qid].get("rationale")
+                out += ["teacher's refined explanation:" if refined else "refinement: none verified",
+                        (refined or "").strip()]
+            elif k == 0 and qid in rationales:
+                first = rationales[qid].get("rationale") or "(none verified)"
+                out += ["teacher's explanation:", first.strip()]
+            out.append(f"trained on: {q['source'].get(k)}")
+            out.append("student after training: " + answer(store.path(k + 1, "attempts_train.jsonl")))
+        else:
+            out.append("student after training: " + answer(store.path(k, "attempts_val.jsonl")))
+        out.append("")
+    return out
+
+
+def flow_summary(run_dir: Path) -> dict[str, Any]:
+    """Counts for summary.json; the per-question grid goes to flow.json beside it."""
+    flow = learning_flow(run_dir)
+    grid = {qid: {"split": q["split"], "correct": {str(k): v for k, v in q["correct"].items()},
+                  "source": {str(k): v for k, v in q["source"].items()},
+                  "refined": {str(k): v for k, v in q["refined"].items()}}
+            for qid, q in flow["questions"].items()}
+    return {"counts": flow["counts"], "grid": grid}
