@@ -40,6 +40,9 @@ from undo.errors import UserError
     ("student.vllm.gpu_memory_utilization=1.5", "student.vllm.gpu_memory_utilization"),
     ("teacher.vllm.tensor_parallel_size=0", "teacher.vllm.tensor_parallel_size"),
     ("student.vllm.max_model_len=0", "student.vllm.max_model_len"),
+    ("loop.budget.teacher_tokens=0", "loop.budget.teacher_tokens"),
+    ("loop.budget.cost=-1", "loop.budget.cost"),
+    ("loop.min_delta=1.5", "loop.min_delta"),
 ])
 def test_a_bad_value_is_one_line_naming_its_key(override: str, key: str) -> None:
     with pytest.raises(UserError) as e:
@@ -90,3 +93,14 @@ def test_a_prompt_template_cannot_reach_python_internals(tmp_path) -> None:
     bad.write_text("{{ question.__class__.__mro__[1].__subclasses__() }}")
     with pytest.raises(UserError, match="not allowed in a template"):
         render("explain", {"explain": str(bad)}, question="q")
+
+
+def test_a_cost_budget_without_a_price_is_one_line() -> None:
+    with pytest.raises(UserError) as e:
+        load_config(overrides=["loop.budget.cost=5"])
+    assert str(e.value) == "config: loop.budget.cost needs teacher.price (USD per 1M input/output tokens)"
+    assert load_config(overrides=["loop.budget.cost=5", "teacher.price.input=1"]).loop.budget.cost == 5
+
+
+def test_budgets_may_change_on_resume_so_a_run_can_go_on() -> None:
+    assert resume_diff(_cfg(), _cfg("loop.budget.teacher_tokens=1000", "loop.min_delta=0.02")) == []

@@ -207,6 +207,12 @@ def test_dry_run_plans_without_calling_anything(tmp_path):
     assert p["student_steps_per_iteration_max"] == 2 * 3  # 16 examples / batch 8, 3 epochs
     assert p["cost_usd_max"] > 0
     assert not cfg.run_dir.exists()  # planning writes nothing
+    # a budget: how many iterations surely fit
+    per = [i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"] for i in p["per_iteration"]]
+    tight = load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=16",
+                                                         "teacher.refine_samples=2",
+                                                         f"loop.budget.teacher_tokens={per[0] + per[1] + 1}"])
+    assert plan(tight)["budget"]["iterations_surely_within"] == 2
 
 
 def test_bad_config_is_one_clear_error(tmp_path):
@@ -296,3 +302,23 @@ def test_teacher_usage_is_summed_over_interrupted_invocations(tmp_path, monkeypa
     assert info["invocations"] == 2
     assert info["usage"]["cached"] == 4 and info["usage"]["requests"] == 4 + (n - 4)
     assert not again.store.path(0, "teacher_usage.partial.json").exists()
+
+
+@pytest.mark.slow
+def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch):
+    """A real tiny run with room for about three explanations: the teacher explains what it can
+    afford, skips the rest for the budget, and never bills more than the limit."""
+    monkeypatch.setenv("UNDO_CACHE_DIR", str(tmp_path / "cache"))
+    limit = 3000
+    cfg = load_config(ROOT / "configs" / "demo.yaml",
+                      [*TINY, f"output.dir={tmp_path / 'runs'}", "name=budget", "loop.max_iterations=2",
+                       f"loop.budget.teacher_tokens={limit}"])
+    summary = UndoRun(cfg).run()
+    rows = [json.loads(line) for line in (cfg.run_dir / "iter_0/rationales.jsonl").open()]
+    assert any(r["reason"] == "budget" for r in rows) and any(r["rationale"] for r in rows)
+    assert [r for r in rows if r["reason"] == "budget"][0]["attempts"] == [] or rows[-1]["reason"] == "budget"
+    assert summary["budget"]["limit_tokens"] == limit
+    assert 0 < summary["budget"]["spent_tokens"] <= limit
+    billed = sum(read_json(p)["usage"]["prompt_tokens"] + read_json(p)["usage"]["completion_tokens"]
+                 for p in cfg.run_dir.glob("iter_*/teacher_usage.json"))
+    assert billed == summary["budget"]["spent_tokens"]

@@ -241,3 +241,31 @@ def test_a_refine_prompt_too_long_for_the_model_is_shortened_and_asked_again(tmp
     assert [a["reason"] for a in by_id["r1"]["attempts"]] != ["context_length"]
     assert by_id["r2"]["verdict"] == "failed" and by_id["r2"]["reason"] == "context_length"
     assert usage.failures == 0  # recorded, and the job went on
+
+
+def test_a_budget_sizes_each_round_and_skips_what_it_cannot_pay_for(server, tmp_path):
+    from undo.teacher.budget import TeacherBudget, measured_bytes_per_token
+
+    teacher, cfg = teacher_for(server.url, tmp_path, max_tokens=64)
+    records = [Record(f"q{i}", f"What is {i} plus {i}?", "-1", "number") for i in range(6)]  # never right
+    bound = TeacherBudget(None, None, max_tokens=64).bound(_messages(TeachItem(records[0]), "explain", cfg, []))
+    per_question = sum(bound)
+    # room for round 0 of three questions and nothing more (strict bound: 1 byte per token)
+    budget = TeacherBudget(tokens_left=3 * per_question + 10, cost_left=None, max_tokens=64)
+    usage = Usage()
+    out = tmp_path / "r.jsonl"
+    rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg, out, usage, budget=budget)
+    # round 0 paid for the first three only (in the order given); later rounds for what was left
+    tries = [len(r["attempts"]) for r in rows]
+    assert min(tries[:3]) >= 1 and tries[3:] == [0, 0, 0] and tries != [2, 2, 2, 0, 0, 0]
+    assert [r["reason"] for r in rows[3:]] == ["budget"] * 3
+    assert sum(r["reason"] == "budget" for r in rows[:3]) >= 1  # cut after its first attempt
+    assert usage.prompt_tokens + usage.completion_tokens <= budget.tokens_left
+    # each attempt records its prompt's bytes: the next stage's bound uses the measured ratio
+    assert all(a["prompt_bytes"] > a["prompt_tokens"] > 0 for r in rows for a in r["attempts"])
+    assert measured_bytes_per_token([out]) > 1.0
+    # a cost budget the same way: nothing fits in a cent at $1000 per 1M tokens
+    poor = TeacherBudget(None, 0.01, price={"input": 1000.0, "output": 1000.0}, max_tokens=64)
+    rows = generate_rationales([TeachItem(records[0])], teacher, cfg, tmp_path / "p.jsonl", Usage(),
+                               budget=poor)
+    assert rows[0]["reason"] == "budget" and rows[0]["attempts"] == []

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from undo.errors import UserError
 
@@ -203,8 +203,18 @@ class TrainConfig(Section):
     match_steps_of: str | None = None  # path of an UNDO run: train one-shot for its total steps
 
 
+class BudgetConfig(Section):
+    """What the teacher may spend over the whole run (billed tokens, cached answers are free).
+    Each teacher round is sized to fit what is left before it starts (undo/teacher/budget.py);
+    raising a budget and resuming is how a run goes on, so both may change on resume."""
+
+    RESUMABLE = frozenset({"teacher_tokens", "cost"})
+    teacher_tokens: Count | None = None  # prompt + completion tokens
+    cost: Positive | None = None  # USD, priced with teacher.price
+
+
 class LoopConfig(Section):
-    RESUMABLE = frozenset({"max_iterations", "patience", "flow_train_eval"})
+    RESUMABLE = frozenset({"max_iterations", "patience", "flow_train_eval", "budget", "min_delta"})
     method: Literal["undo", "oneshot"] = "undo"
     max_iterations: NonNegative = 3
     patience: Count = 1
@@ -215,6 +225,10 @@ class LoopConfig(Section):
     # after the loop the last student answers train too (where the next iteration's diagnosis
     # would go), so the learning flow knows whether its refined questions were fixed
     flow_train_eval: bool = True
+    budget: BudgetConfig = Field(default_factory=BudgetConfig)
+    # an iteration counts as an improvement only when val accuracy rises by more than this
+    # (patience counts the others): 0.02 stops a loop whose gains are within noise
+    min_delta: Annotated[float, Field(ge=0, lt=1)] = 0.0
 
 
 class OutputConfig(Section):
@@ -232,6 +246,12 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     loop: LoopConfig = Field(default_factory=LoopConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _budget_has_a_price(self) -> RunConfig:
+        if self.loop.budget.cost is not None and not self.teacher.price:
+            raise ValueError("loop.budget.cost needs teacher.price (USD per 1M input/output tokens)")
+        return self
 
     @field_validator("name")
     @classmethod
@@ -295,6 +315,8 @@ def _format_validation_error(err: ValidationError, origin: str) -> str:
     if first["type"] == "extra_forbidden":
         return f"{origin}: {_unknown_key_message(key)}"
     msg = first["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own checks
+    if not key:  # a check across sections: its message names the keys
+        return f"{origin}: {msg}"
     return f"{origin}: config key '{key}': {msg} (got {first.get('input')!r})"
 
 

@@ -22,9 +22,14 @@ from undo.mixing import mix_training_set
 from undo.runstore import RunStore, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
-from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, summarize
+from undo.teacher.budget import TeacherBudget, budget_summary, measured_bytes_per_token, spent_before
+from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, messages_for, summarize
 
 SPLITS = ("train", "val", "test")
+
+
+class BudgetSpent(Exception):
+    """The teacher budget cannot pay for one more question: the loop stops here."""
 class UndoRun:
     """One run folder. Construct, then call run() (or a single stage method)."""
 
@@ -97,10 +102,18 @@ class UndoRun:
             advance(n)
             save()
 
+        budget = self.teacher_budget(k, examples)
+        if budget is not None and items and not path.exists() and not budget.fits(
+                Usage(), *budget.bound(messages_for(items[0], self.cfg.teacher, examples))):
+            if k == 0:
+                raise UserError("loop.budget is too small for even one teacher question "
+                                f"(left: {budget.tokens_left} tokens, {budget.cost_left} USD)")
+            raise BudgetSpent(f"teacher budget spent before iteration {k}")
         with display.stage(f"iter {k} · {label}", None) as advance:
             try:
                 rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
-                                           examples=examples, progress=progress, seed=self.cfg.seed)
+                                           examples=examples, progress=progress, seed=self.cfg.seed,
+                                           budget=budget)
             finally:
                 save(force=True)
         total = usage.merged(earlier)
@@ -110,6 +123,20 @@ class UndoRun:
         self.store.mark_done(k, "teach")
         partial.unlink(missing_ok=True)
         return rows
+
+    def teacher_budget(self, k: int, examples: list[dict[str, str]] | None) -> TeacherBudget | None:
+        """What the teacher may still spend at iteration k's stage (None: no budget set)."""
+        b, t = self.cfg.loop.budget, self.cfg.teacher
+        if b.teacher_tokens is None and b.cost is None:
+            return None
+        spent = spent_before([self.store.path(j, "teacher_usage.json") for j in range(k)]
+                             + [self.store.path(k, "teacher_usage.partial.json")])
+        ratio = measured_bytes_per_token([self.store.path(j, "rationales.jsonl") for j in range(k + 1)])
+        return TeacherBudget(
+            tokens_left=None if b.teacher_tokens is None
+            else b.teacher_tokens - spent.prompt_tokens - spent.completion_tokens,
+            cost_left=None if b.cost is None else b.cost - (spent.cost(t.price) or 0.0),
+            price=t.price, bytes_per_token=ratio, max_tokens=t.max_tokens)
 
     def attempts(self, k: int | str, split: str, student_dir: str) -> dict[str, dict[str, Any]]:
         """The student's graded answers on a split (eval and diagnose share this)."""
@@ -214,7 +241,16 @@ class UndoRun:
             history = self.teacher_history(k)
             items = refine_items(train, diag, history, profile, cfg.teacher.history, check,
                                  cfg.teacher.show_attempt)
+            if cfg.loop.budget.teacher_tokens is not None or cfg.loop.budget.cost is not None:
+                # what the budget cannot cover is skipped from the end: the questions wrong in
+                # the most diagnoses so far (the hardest) go first
+                wrong_before = {r.id: 0 for r in train}
+                for j in range(1, k + 1):  # the diagnoses of students 0..k-1
+                    for a in read_jsonl(self.store.path(j, "attempts_train.jsonl")):
+                        wrong_before[a["id"]] += not a["correct"]
+                items.sort(key=lambda it: -wrong_before[it.record.id])
             refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
+            metrics["budget_skipped"] = sum(r["reason"] == "budget" for r in refined.values())
             metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
             metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
             latest = {i: h[-1]["rationale"] for i, h in history.items()}
@@ -266,18 +302,26 @@ class UndoRun:
         last = 0 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations
         best_k, best_val, stale, stop_reason = None, -1.0, 0, "max_iterations"
         for k in range(last + 1):
-            m = self.iteration(k)
+            try:
+                m = self.iteration(k)
+            except BudgetSpent as e:
+                stop_reason = str(e)
+                break
             if m is None:
                 stop_reason = "student solves all of train"
                 break
             rows.append(m)
             display.console.print(display.metrics_table(rows))
+            gain = m["val_acc"] - best_val
             if m["val_acc"] > best_val:
-                best_k, best_val, stale = k, m["val_acc"], 0
+                best_k, best_val = k, m["val_acc"]
+            if k == 0 or gain > cfg.loop.min_delta:
+                stale = 0
             else:
                 stale += 1
-                if k > 0 and stale >= cfg.loop.patience:
-                    stop_reason = f"no val improvement for {stale} iteration(s)"
+                if stale >= cfg.loop.patience:
+                    what = f"above loop.min_delta={cfg.loop.min_delta}" if cfg.loop.min_delta else "improvement"
+                    stop_reason = f"no val {what} for {stale} iteration(s)"
                     break
         if cfg.loop.method == "oneshot":
             stop_reason = "oneshot"
@@ -300,6 +344,10 @@ class UndoRun:
             "iterations": rows,
             "best_student": str(self.store.path(best_k, "student")),
         }
+        b = cfg.loop.budget
+        if b.teacher_tokens is not None or b.cost is not None:
+            spent = spent_before([self.store.path(r["iteration"], "teacher_usage.json") for r in iters])
+            summary["budget"] = budget_summary(b.teacher_tokens, b.cost, spent, cfg.teacher.price)
         from undo.flow import flow_summary
         from undo.report import headline, write_report
 

@@ -46,6 +46,21 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
         "student_steps_per_iteration_max": steps,
         "student_generations_per_iteration": n_train + len(splits["val"]) + len(splits["test"]),
     }
+    b = cfg.loop.budget
+    if b.teacher_tokens is not None or b.cost is not None:
+        fit, tokens, usd = 0, 0, 0.0
+        for i in per_iter:
+            tokens += i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"]
+            usd += (i["teacher_prompt_tokens_max"] * t.price.get("input", 0)
+                    + i["teacher_completion_tokens_max"] * t.price.get("output", 0)) / 1e6
+            over_tokens = b.teacher_tokens is not None and tokens > b.teacher_tokens
+            if over_tokens or (b.cost is not None and usd > b.cost):
+                break
+            fit += 1
+        out["budget"] = {"iterations_surely_within": fit, "iterations_max": iters,
+                         "note": "estimate from upper bounds (every attempt used, prompts at a typical "
+                                 "size); the loop sizes each teacher round to what is left and stops "
+                                 "when one question no longer fits"}
     if t.price:
         p_in = sum(i["teacher_prompt_tokens_max"] for i in per_iter)
         p_out = sum(i["teacher_completion_tokens_max"] for i in per_iter)

@@ -25,6 +25,7 @@ from undo.runstore import append_jsonl, read_jsonl
 from undo.steps import first_false_step
 from undo.tasks.base import Record
 from undo.teacher.base import CONTEXT_LENGTH, Request, SamplingParams, Usage
+from undo.teacher.budget import TeacherBudget, prompt_bytes
 from undo.teacher.prompts import leaks_hint, render
 
 # final verdicts written per question
@@ -58,6 +59,11 @@ def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dic
         if e["question"] != r.prompt():  # never the question itself: that hands over its answer
             turns += [user("explain", e["question"]), {"role": "assistant", "content": e["rationale"]}]
     return [*turns, user(mode, r.prompt(), **item.context)]
+
+
+def messages_for(item: TeachItem, cfg: TeacherConfig, examples: list[dict] | None) -> list[dict]:
+    """The chat of an item's first request (what a budget bounds before asking)."""
+    return _messages(item, item.mode, cfg, examples or [])
 
 
 def _sampling(cfg: TeacherConfig, attempt: int) -> SamplingParams:
@@ -141,6 +147,7 @@ def generate_rationales(
     examples: list[dict] | None = None,
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
+    budget: TeacherBudget | None = None,
 ) -> list[dict[str, Any]]:
     """Write one row per question to out_path (append, resumable); return all rows.
 
@@ -149,6 +156,8 @@ def generate_rationales(
     attempts [{attempt, mode, text, predicted, correct, reason}], usage.
     `seed` (the run's) makes the sampled attempts of runs with other seeds other samples,
     in the cache and on the server; greedy attempts are one answer for every seed.
+    With a `budget`, each round runs for the items (in the order given) whose worst-case
+    cost still fits; the others end there, with reason "budget" if nothing verified.
     """
     done = {row["id"]: row for row in read_jsonl(out_path)}
     pending = [it for it in items if it.record.id not in done]
@@ -198,17 +207,38 @@ def generate_rationales(
                 completions[k] = c
         return completions
 
+    def affordable(batch: list[TeachItem], mode: str, n: int) -> list[TeachItem]:
+        """The items, in order, whose n requests each still fit the budget; the rest end here."""
+        if budget is None:
+            return batch
+        prompt = completion = 0
+        keep: list[TeachItem] = []
+        for i, it in enumerate(batch):
+            p, c = budget.bound(_messages(it, mode, cfg, examples or []))
+            if not budget.fits(usage, prompt + n * p, completion + n * c):
+                for cut in batch[i:]:
+                    if verified.get(cut.record.id):
+                        finish(cut, verified[cut.record.id][0], VERIFIED, "ok")
+                    else:
+                        finish(cut, None, FAILED, "budget")
+                break
+            prompt, completion = prompt + n * p, completion + n * c
+            keep.append(it)
+        return keep
+
     def run_round(batch: list[TeachItem], mode: str, first: int, n: int = 1) -> list[TeachItem]:
         """Attempts first..first+n-1 of every item in one call; the items still unsolved."""
+        batch = affordable(batch, mode, n)
         pairs = [(it, a) for it in batch for a in range(first, first + n)]
-        completions = ask(pairs, mode)
+        completions = ask(pairs, mode) if pairs else []
+        sizes = {id(it): prompt_bytes(_messages(it, mode, cfg, examples or [])) for it in batch}
         for (it, _), c in zip(pairs, completions, strict=True):
             ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason, cfg.check_steps)
             it.attempts.append({
                 "attempt": len(it.attempts), "mode": mode, "text": c.text,
                 "predicted": predicted, "correct": ok, "reason": reason,
                 "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                "cached": c.cached,
+                "prompt_bytes": sizes[id(it)], "cached": c.cached,
             })
             texts = verified.setdefault(it.record.id, [])
             if ok and (text := with_answer_line(c.text, it.record)) not in texts:
@@ -228,14 +258,14 @@ def generate_rationales(
 
     for mode in ("explain", "refine"):
         todo = [it for it in pending if it.mode == mode]
-        # k verified samples need at least k attempts: the budget grows with refine_samples.
-        # With k > 1 nearly every question uses its whole budget (measured: 43 of 45 in the
+        # k verified samples need at least k attempts: the tries grow with refine_samples.
+        # With k > 1 nearly every question uses all its tries (measured: 43 of 45 in the
         # demo), so all its attempts go in one round: in-process, one prefill serves them all
-        budget = cfg.max_attempts + wanted(mode) - 1
-        first = budget if wanted(mode) > 1 else 1
+        tries = cfg.max_attempts + wanted(mode) - 1
+        first = tries if wanted(mode) > 1 else 1
         if todo:
             todo = run_round(todo, mode, 0, first)
-        for attempt in range(first, budget):
+        for attempt in range(first, tries):
             if todo:
                 todo = run_round(todo, mode, attempt)
         for it in [it for it in todo if verified.get(it.record.id)]:
