@@ -29,7 +29,7 @@ TINY = [
     "splits.train=6", "splits.val=3", "splits.test=3",
     "teacher.max_attempts=1", "teacher.batch_size=8",
     "train.max_steps=2", "train.batch_size=2", "train.max_seq_len=384", "train.logging_steps=1",
-    "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2",
+    "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2", "loop.flow_train_eval=true",
 ]
 
 
@@ -312,7 +312,7 @@ def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch):
     limit = 3000
     cfg = load_config(ROOT / "configs" / "demo.yaml",
                       [*TINY, f"output.dir={tmp_path / 'runs'}", "name=budget", "loop.max_iterations=2",
-                       f"loop.budget.teacher_tokens={limit}"])
+                       f"loop.budget.teacher_tokens={limit}", "train.report_to=tensorboard"])
     summary = UndoRun(cfg).run()
     rows = [json.loads(line) for line in (cfg.run_dir / "iter_0/rationales.jsonl").open()]
     assert any(r["reason"] == "budget" for r in rows) and any(r["rationale"] for r in rows)
@@ -322,3 +322,21 @@ def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch):
     billed = sum(read_json(p)["usage"]["prompt_tokens"] + read_json(p)["usage"]["completion_tokens"]
                  for p in cfg.run_dir.glob("iter_*/teacher_usage.json"))
     assert billed == summary["budget"]["spent_tokens"]
+
+    # train.report_to=tensorboard: one event log for the whole run, read back with TensorBoard's
+    # own reader: accuracy per iteration at the step where its training ended, and each
+    # iteration's loss in its own step range
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(cfg.run_dir / "tensorboard"))
+    events.Reload()
+    iters = [r for r in summary["iterations"] if isinstance(r["iteration"], int)]
+    ends = [sum(r["steps"] for r in iters[: i + 1]) for i in range(len(iters))]
+    assert [e.step for e in events.Scalars("eval/val_acc")] == [0, *ends]  # base at step 0
+    assert [e.value for e in events.Scalars("eval/val_acc")][1:] == pytest.approx([r["val_acc"] for r in iters])
+    loss_steps = [e.step for e in events.Scalars("train/loss")]
+    assert loss_steps == sorted(loss_steps) and len(set(loss_steps)) == len(loss_steps)  # no restart at 0
+    assert loss_steps[-1] == ends[-1]
+    tags = set(events.Tags()["scalars"])
+    assert "loop/train_examples" in tags and ("flow/val/fixed" in tags or len(iters) == 1)
+    assert not list(cfg.run_dir.glob("iter_*/student/runs"))  # the trainer logged no runs of its own

@@ -37,6 +37,7 @@ class UndoRun:
         self.cfg = cfg
         self.store = RunStore(cfg.run_dir)
         self._teacher: Any = None
+        self.trackers: Any = None  # undo.tracking.Trackers while run() runs
         self.splits: dict[str, list[Record]] = {}
 
     # ---- set-up ------------------------------------------------------------------
@@ -184,6 +185,9 @@ class UndoRun:
             steps = matched_steps(Path(cfg.train.match_steps_of))
             cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
                 update={"max_steps": steps})})
+        if self.trackers:  # the loop logs the loss itself, in one tracker run for all iterations
+            cfg = cfg.model_copy(update={"train": cfg.train.model_copy(
+                update={"report_to": self.trackers.others or "none"})})
         display.info(f"iter {k}: training on {len(examples)} examples")
         fit(examples, out_dir, cfg, init_from)
         self.store.mark_done(k, "train")
@@ -289,7 +293,32 @@ class UndoRun:
         return m
 
     def run(self) -> dict[str, Any]:
+        from undo.tracking import Trackers
+
         self.prepare()
+        self.trackers = Trackers(self.cfg.train.report_to, self.store.root, self.cfg.name)
+        try:
+            return self._run()
+        finally:
+            self.trackers.close()
+
+    def _track(self, rows: list[dict[str, Any]], m: dict[str, Any]) -> None:
+        """Iteration m's training loss (its own step range) and metrics, to the trackers."""
+        if not self.trackers:
+            return
+        offset = sum(r.get("steps") or 0 for r in rows if isinstance(r.get("iteration"), int)
+                     and r["iteration"] < m["iteration"])
+        if isinstance(m.get("iteration"), int):
+            tr = read_json(self.store.path(m["iteration"], "student") / "train_result.json")
+            self.trackers.log_training(tr["losses"], tr["loss_steps"], offset)
+            offset += m.get("steps") or 0
+        from undo.tracking import iteration_metrics
+
+        usage = self.store.path(m["iteration"], "teacher_usage.json")
+        cost = read_json(usage).get("cost_usd") if usage.exists() else None
+        self.trackers.log(iteration_metrics(m, {}, cost), offset)
+
+    def _run(self) -> dict[str, Any]:
         cfg = self.cfg
         display.info(f"run folder: {self.store.root}  ·  train {len(self.splits['train'])}, "
                      f"val {len(self.splits['val'])}, test {len(self.splits['test'])}")
@@ -298,10 +327,15 @@ class UndoRun:
             matched_steps(Path(cfg.train.match_steps_of))
         if not self.store.done(0, "teach"):
             _ = self.teacher  # builds the backend and health-checks the endpoint
+        fresh = [] if self.store.path("base", "metrics.json").exists() else ["base"]
         rows: list[dict[str, Any]] = [self.base_eval()] if cfg.loop.eval_base else []
+        if fresh and rows:
+            self._track(rows, rows[0])
         last = 0 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations
         best_k, best_val, stale, stop_reason = None, -1.0, 0, "max_iterations"
         for k in range(last + 1):
+            if not self.store.path(k, "metrics.json").exists():
+                fresh.append(k)
             try:
                 m = self.iteration(k)
             except BudgetSpent as e:
@@ -311,6 +345,8 @@ class UndoRun:
                 stop_reason = "student solves all of train"
                 break
             rows.append(m)
+            if k in fresh:  # logged once, by the invocation that computed it
+                self._track(rows, m)
             display.console.print(display.metrics_table(rows))
             gain = m["val_acc"] - best_val
             if m["val_acc"] > best_val:
@@ -356,6 +392,14 @@ class UndoRun:
         flow = flow_summary(self.store.root)  # per question: flow.json; the counts: here
         write_json(self.store.root / "flow.json", flow)
         summary["flow"] = flow["counts"]
+        if self.trackers and fresh:  # the flow is complete only now: each iteration at its step
+            from undo.tracking import iteration_metrics
+
+            step = 0
+            for r in iters:
+                step += r.get("steps") or 0
+                only_flow = iteration_metrics({"iteration": r["iteration"]}, flow["counts"], None)
+                self.trackers.log(only_flow, step)
         write_json(self.store.root / "summary.json", summary)
         write_report(self.store.root)
         if summary.get("headline", {}).get("rows"):

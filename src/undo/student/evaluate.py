@@ -67,9 +67,9 @@ def evaluate(
     wanted = {r.id for r in records}
     if len(wanted) != len(records):
         raise UserError("evaluate: record ids are not unique")
-    # longest prompts first: chunks of similar length pad little, and one that does not fit
-    # in memory fails at once rather than at the end
-    todo = sorted((r for r in records if r.id not in done), key=lambda r: -len(r.prompt()))
+    # in the split's order: sorting all of it by prompt length first was measured slower (the
+    # demo's 200 test questions: 22 s against 19 s; generate_chat sorts within each chunk)
+    todo = [r for r in records if r.id not in done]
     if progress and len(records) > len(todo):
         progress(len(records) - len(todo))
     spec = EngineSpec.of(cfg, student_spec)

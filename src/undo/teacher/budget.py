@@ -53,7 +53,7 @@ class TeacherBudget:
         return True
 
 
-def spent_before(run_dir: Path, stage_usage_files: list[Path]) -> Usage:
+def spent_before(stage_usage_files: list[Path]) -> Usage:
     """Billed usage of the given finished or interrupted teacher stages of a run."""
     total = Usage()
     for path in stage_usage_files:

@@ -1,0 +1,136 @@
+"""The loop's own metrics in the experiment trackers named by `train.report_to`.
+
+One tracker run per run folder, named after it, shared by every iteration and by resumed
+invocations: per-iteration metrics (val/test accuracy, learning-flow counts, teacher tokens
+and cost, training examples by source) at the global student step where that iteration's
+training ended, and each iteration's training loss as its own step range (steps offset by
+the iterations before it). Inside the loop the trainer's own report_to integration is off,
+so a tracker never gets one run per iteration with steps restarting at 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from undo.errors import UserError
+
+TRACKERS: dict[str, Callable[[Path, str], Any]] = {}
+
+
+def register_tracker(name: str) -> Callable[[Callable[[Path, str], Any]], Callable[[Path, str], Any]]:
+    def deco(cls: Callable[[Path, str], Any]) -> Callable[[Path, str], Any]:
+        TRACKERS[name] = cls
+        return cls
+
+    return deco
+
+
+def _need(module: str, name: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"train.report_to={name} needs the {module} package: pip install {module}")
+
+
+@register_tracker("tensorboard")
+class TensorBoard:
+    def __init__(self, run_dir: Path, name: str) -> None:
+        _need("tensorboard", "tensorboard")
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        for key, value in metrics.items():
+            self.writer.add_scalar(key, value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+@register_tracker("wandb")
+class WandB:
+    def __init__(self, run_dir: Path, name: str) -> None:
+        _need("wandb", "wandb")
+        import wandb
+
+        # a stable id per run folder: a resumed invocation continues the same wandb run
+        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+        self.run = wandb.init(project="undo", name=name, id=run_id, resume="allow", dir=str(run_dir))
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.run.log(metrics, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+@register_tracker("mlflow")
+class MLflow:
+    def __init__(self, run_dir: Path, name: str) -> None:
+        _need("mlflow", "mlflow")
+        import mlflow
+
+        self.mlflow = mlflow
+        mlflow.set_experiment("undo")
+        found = mlflow.search_runs(filter_string=f"tags.undo_run_dir = '{run_dir.resolve()}'")
+        run_id = found["run_id"].iloc[0] if len(found) else None
+        self.run = mlflow.start_run(run_id=run_id, run_name=name,
+                                    tags={"undo_run_dir": str(run_dir.resolve())})
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        self.mlflow.log_metrics(metrics, step=step)
+
+    def close(self) -> None:
+        self.mlflow.end_run()
+
+
+class Trackers:
+    """The trackers of `report_to` that undo logs to itself (none: every call is a no-op);
+    `others` are the names left to the trainer's own integration (one run per training)."""
+
+    def __init__(self, report_to: str | list[str], run_dir: Path, name: str) -> None:
+        names = [report_to] if isinstance(report_to, str) else list(report_to)
+        names = [n for n in names if n not in ("none", "")]
+        self.others = [n for n in names if n not in TRACKERS]
+        self.active = [TRACKERS[n](run_dir, name) for n in names if n in TRACKERS]
+
+    def __bool__(self) -> bool:
+        return bool(self.active)
+
+    def log(self, metrics: dict[str, Any], step: int) -> None:
+        numbers = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, int | float) and not isinstance(v, bool)}
+        for t in self.active:
+            t.log(numbers, step)
+
+    def log_training(self, losses: list[float], loss_steps: list[int], offset: int) -> None:
+        """One iteration's training loss as its own step range, after the ones before it."""
+        for loss, step in zip(losses, loss_steps, strict=True):
+            self.log({"train/loss": loss}, offset + step)
+
+    def close(self) -> None:
+        for t in self.active:
+            t.close()
+
+
+def iteration_metrics(m: dict[str, Any], flow_counts: dict[str, list[dict[str, Any]]],
+                      cost: float | None) -> dict[str, Any]:
+    """The numbers of one iteration's metrics.json row worth a curve."""
+    out = {f"eval/{k}": m[k] for k in ("val_acc", "test_acc") if m.get(k) is not None}
+    for k in ("train_examples", "train_errors", "refined_verified", "refined_failed", "teacher_tokens",
+              "budget_skipped", "steps"):
+        if m.get(k) is not None:
+            out[f"loop/{k}"] = m[k]
+    for source, n in (m.get("sources") or {}).items():
+        out[f"data/{source}"] = n
+    for split, rows in flow_counts.items():
+        for row in rows:
+            if row["iteration"] == m.get("iteration"):
+                out |= {f"flow/{split}/{k}": v for k, v in row.items() if k != "iteration"}
+    if cost is not None:
+        out["loop/teacher_cost_usd"] = cost
+    return out
