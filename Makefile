@@ -11,7 +11,7 @@ TORCH_CONSTRAINT ?= -c requirements/cpu-constraints.txt
 export HF_HUB_OFFLINE ?= 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS ?= 1
 
-.PHONY: install demo test lint bench quality clean
+.PHONY: install demo test lint bench quality clean browser
 
 $(STAMP): pyproject.toml requirements/offline.txt requirements/cpu-constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/undo demo
 
-test: $(STAMP)
+# the report test renders report.html in headless Chromium (Debian's package), installed once
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	  echo "make: could not install chromium (apt-get); the report test needs it"; }
+
+test: $(STAMP) browser
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest -q
 

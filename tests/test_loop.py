@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -136,6 +137,20 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     grid = read_json(run_dir / "flow.json")["grid"]
     assert {i: g["correct"]["0"] for i, g in grid.items() if g["split"] == "train"} == before
     assert "## Learning flow" in (run_dir / "report.md").read_text()
+    # report.html in headless Chromium: every section there, every figure decoded, no page error
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert browser, "the report test needs Chromium: `make test` installs it (apt-get install chromium)"
+    shown = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+                            "--dump-dom", (run_dir / "report.html").as_uri()],
+                           capture_output=True, text=True, timeout=120)
+    dom = shown.stdout
+    assert all(f'id="{s}"' in dom for s in ("accuracy", "loss", "verdicts", "sources", "teacher", "flow"))
+    figures = re.search(r'data-figures="(\d+)/(\d+)"', dom)
+    assert figures and figures.group(1) == figures.group(2) == "5", dom[-300:]
+    assert "Uncaught" not in shown.stderr and ":CONSOLE" not in shown.stderr
+    assert dom.count("<details>") == 6 + 3  # a row per train and val question
     qid = next(iter(before))
     story = "\n".join(question_story(run_dir, qid))
     assert "== iteration 1 ==" in story and "trained on:" in story and "student after training:" in story

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +96,9 @@ def write_report(run_dir: Path) -> Path:
         md.append(f"![accuracy]({plot})")
     text = "\n".join(md) + "\n"
     write_atomic(run_dir / "report.md", text)
-    body = "".join(f"<p>{html.escape(line)}</p>" for line in md[:3] if line)
-    table_rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in line.strip("|").split("|"))
-        + "</tr>"
-        for line in markdown_table(rows).splitlines() if not line.startswith("|---")
-    )
-    img = f'<img src="{plot}" alt="accuracy">' if plot else ""
-    write_atomic(run_dir / "report.html",
-                 f"<!doctype html><meta charset=utf-8><title>{html.escape(summary['name'])}"
-                 f"</title><body>{body}<table border=1 cellpadding=4>{table_rows}</table>"
-                 f"{img}</body>")
+    from undo.report_html import write_html
+
+    write_atomic(run_dir / "report.html", write_html(run_dir, summary, {}))
     return run_dir / "report.md"
 
 

@@ -1,0 +1,170 @@
+"""report.html: one self-contained page per run (plots inlined), rendered from a Jinja2 template.
+
+Sections: accuracy per iteration (val and test, 95 % CIs, base and one-shot lines), training
+loss per iteration, the teacher's verdicts per iteration, training-set sources, teacher
+tokens and cost, the learning flow (counts and a question x iteration grid whose rows open
+onto that question's attempts and rationales), and the transfer matrix when there is one.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from undo.runstore import read_json, read_jsonl
+
+SECTIONS = ["accuracy", "loss", "verdicts", "sources", "teacher", "flow"]
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _figure(width: float = 6.0, height: float = 3.2) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height))
+
+
+def _verdict(row: dict[str, Any]) -> str:
+    """verified / rationalized, or why it failed (wrong_answer, unparsed, truncated, leak, ...)."""
+    return row["verdict"] if row["verdict"] != "failed" else row.get("reason", "failed")
+
+
+def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    from undo.report import accuracy_ci
+
+    rows = summary["iterations"]
+    iters = [r for r in rows if isinstance(r["iteration"], int)]
+    acc = []
+    for r in rows:
+        folder = run_dir / ("base" if r["iteration"] == "base" else f"iter_{r['iteration']}")
+        entry: dict[str, Any] = {"iteration": r["iteration"]}
+        for split in ("val", "test"):
+            path = folder / f"attempts_{split}.jsonl"
+            got = [bool(a["correct"]) for a in read_jsonl(path)] if path.exists() else []
+            entry[split] = accuracy_ci(got, n_boot=2000) if got else None
+        acc.append(entry)
+    losses, offset = [], 0
+    for r in iters:
+        tr_file = run_dir / f"iter_{r['iteration']}" / "student" / "train_result.json"
+        tr = read_json(tr_file) if tr_file.exists() else {"losses": [], "loss_steps": []}
+        losses.append({"iteration": r["iteration"], "steps": [offset + s for s in tr["loss_steps"]],
+                       "losses": tr["losses"]})
+        offset += r.get("steps") or 0
+    verdicts, usage = [], []
+    for r in iters:
+        k = r["iteration"]
+        path = run_dir / f"iter_{k}" / "rationales.jsonl"
+        verdicts.append({"iteration": k, "counts": dict(Counter(_verdict(x) for x in read_jsonl(path)))
+                         if path.exists() else {}})
+        u_file = run_dir / f"iter_{k}" / "teacher_usage.json"
+        u = read_json(u_file) if u_file.exists() else {}
+        tokens = u.get("usage", {}).get("prompt_tokens", 0) + u.get("usage", {}).get("completion_tokens", 0)
+        usage.append({"iteration": k, "tokens": tokens, "cost": u.get("cost_usd")})
+    flow_file = run_dir / "flow.json"
+    flow = read_json(flow_file) if flow_file.exists() else {"counts": {}, "grid": {}}
+    return {"summary": summary, "rows": rows, "iters": iters, "acc": acc, "losses": losses,
+            "verdicts": verdicts, "usage": usage, "flow": flow,
+            "details": _question_details(run_dir, iters, flow.get("grid", {}))}
+
+
+def _question_details(run_dir: Path, iters: list[dict[str, Any]], grid: dict[str, Any]) -> dict[str, list]:
+    """Per question: (iteration, what) lines from the attempt and rationale files, each read once."""
+    out: dict[str, list] = {qid: [] for qid in grid}
+
+    def add(path: Path, label: str, text_of: Any) -> None:
+        if path.exists():
+            for row in read_jsonl(path):
+                if str(row["id"]) in out:
+                    out[str(row["id"])].append((label, text_of(row)))
+
+    for r in iters:
+        k = r["iteration"]
+        folder = run_dir / f"iter_{k}"
+        add(folder / "attempts_train.jsonl", f"iteration {k}: the student before it (diagnosis)",
+            lambda a: ("right" if a["correct"] else "wrong") + ": " + a["output"])
+        add(folder / "rationales.jsonl", f"iteration {k}: the teacher ({'explains' if k == 0 else 'refines'})",
+            lambda x: x.get("rationale") or f"(none verified: {x.get('reason')})")
+        add(folder / "attempts_val.jsonl", f"iteration {k}: the student after training (val)",
+            lambda a: ("right" if a["correct"] else "wrong") + ": " + a["output"])
+    return out
+
+
+def plots(data: dict[str, Any]) -> dict[str, str]:
+    """The figures, as data: URLs."""
+    out: dict[str, str] = {}
+    iters, acc = data["iters"], data["acc"]
+    fig, ax = _figure()
+    xs = [r["iteration"] for r in iters]
+    for split, marker in (("val", "o-"), ("test", "s-")):
+        pts = [(e["iteration"], e[split]) for e in acc if isinstance(e["iteration"], int) and e[split]]
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1][0] for p in pts], marker, label=split)
+            ax.fill_between([p[0] for p in pts], [p[1][1] for p in pts], [p[1][2] for p in pts], alpha=0.2)
+    base = next((e for e in acc if e["iteration"] == "base" and e["test"]), None)
+    if base:
+        ax.axhline(base["test"][0], color="grey", ls=":", label="base student (test)")
+    oneshot = next((e for e in acc if e["iteration"] == 0 and e["test"]), None)
+    if oneshot:
+        ax.axhline(oneshot["test"][0], color="black", ls="--", lw=0.8, label="one-shot (test)")
+    ax.set(xlabel="iteration", ylabel="accuracy", xticks=xs)
+    ax.legend(fontsize=8)
+    out["accuracy"] = _png(fig)
+
+    fig, ax = _figure()
+    for curve in data["losses"]:
+        if curve["losses"]:
+            ax.plot(curve["steps"], curve["losses"], label=f"iteration {curve['iteration']}")
+    ax.set(xlabel="student step (all iterations)", ylabel="training loss")
+    ax.legend(fontsize=8)
+    out["loss"] = _png(fig)
+
+    for key, series in (("verdicts", [(v["iteration"], v["counts"]) for v in data["verdicts"]]),
+                        ("sources", [(r["iteration"], r.get("sources") or {}) for r in iters])):
+        fig, ax = _figure()
+        labels = sorted({name for _, counts in series for name in counts})
+        bottom = [0] * len(series)
+        for name in labels:
+            vals = [counts.get(name, 0) for _, counts in series]
+            ax.bar([str(k) for k, _ in series], vals, bottom=bottom, label=name)
+            bottom = [b + v for b, v in zip(bottom, vals, strict=True)]
+        ax.set(xlabel="iteration", ylabel="questions" if key == "verdicts" else "training examples")
+        if labels:
+            ax.legend(fontsize=8)
+        out[key] = _png(fig)
+
+    fig, ax = _figure()
+    total, cum = 0, []
+    for u in data["usage"]:
+        total += u["tokens"]
+        cum.append(total)
+    ax.plot([str(u["iteration"]) for u in data["usage"]], cum, "o-")
+    ax.set(xlabel="iteration", ylabel="teacher tokens, cumulative")
+    out["teacher"] = _png(fig)
+    return out
+
+
+def write_html(run_dir: Path, summary: dict[str, Any], markdown_tables: dict[str, str]) -> str:
+    """Render report.html's text (the caller writes it)."""
+    import jinja2
+
+    data = report_data(run_dir, summary)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("undo", "templates"),
+                             autoescape=jinja2.select_autoescape(["html", "j2"]))
+    matrix_file = run_dir / "transfer_matrix.json"
+    return env.get_template("report.html.j2").render(
+        **data, plots=plots(data), sections=SECTIONS, tables=markdown_tables,
+        matrix=read_json(matrix_file) if matrix_file.exists() else None)
