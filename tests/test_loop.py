@@ -221,6 +221,9 @@ def test_dry_run_plans_without_calling_anything(tmp_path):
     assert len(p["per_iteration"]) == cfg.loop.max_iterations + 1
     assert p["student_steps_per_iteration_max"] == 2 * 3  # 16 examples / batch 8, 3 epochs
     assert p["cost_usd_max"] > 0
+    assert p["models"] == {"student": "offline smollm2-135m-instruct",
+                           "teacher": "offline qwen2.5-coder-0.5b-instruct"}  # found, not loaded
+    assert "estimates" in p["estimates"]  # what is an estimate says so
     assert not cfg.run_dir.exists()  # planning writes nothing
     # a budget: how many iterations surely fit
     per = [i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"] for i in p["per_iteration"]]

@@ -16,13 +16,27 @@ REFINE_PROMPT_TOKENS = 900
 EXAMPLE_TOKENS = 200  # one worked example (teacher.few_shot): its question and solution turns
 
 
+def _check_model(spec: str) -> str:
+    """Where the model will come from, without loading or converting it."""
+    from pathlib import Path
+
+    from undo.lm.models import OFFLINE_MODELS, model_cache_dir, offline_gguf
+
+    if spec in OFFLINE_MODELS:
+        offline_gguf(spec)  # installed and its bytes match the pinned digest (hashed once, cached)
+        converted = (model_cache_dir() / spec / "hf" / "undo_source_sha256.txt").exists()
+        return f"offline {spec}" + ("" if converted else " (converted from GGUF on first use: minutes)")
+    resolved = resolve_model(spec)
+    return resolved.path if Path(resolved.path).exists() else f"hub {resolved.path} (downloaded on first use)"
+
+
 def plan(cfg: RunConfig) -> dict[str, Any]:
     """Splits and upper bounds. No teacher endpoint is contacted: the run's first step
     health-checks it (a dry run that calls out is not dry)."""
     splits = make_splits(cfg.task, cfg.splits, cfg.seed)
-    resolve_model(cfg.student.model)
-    if cfg.teacher.backend in ENGINES:  # in-process: resolving the model is the check
-        resolve_model(cfg.teacher.model)
+    models = {"student": _check_model(cfg.student.model)}
+    if cfg.teacher.backend in ENGINES:  # in-process: finding the model is the check
+        models["teacher"] = _check_model(cfg.teacher.model)
     n_train = len(splits["train"])
     t = cfg.teacher
     explain_calls = t.max_attempts + (1 if t.rationalize else 0)
@@ -38,6 +52,12 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
     batch = cfg.train.batch_size * cfg.train.grad_accum * max(cfg.train.num_processes, 1)
     steps = (cfg.train.max_steps if cfg.train.max_steps > 0
              else math.ceil(n_train / batch) * math.ceil(max(cfg.train.epochs, cfg.train.refine_epochs or 0)))
+    if cfg.train.match_steps_of:  # the matched baseline trains as long as that run did
+        from pathlib import Path
+
+        from undo.loop import matched_steps
+
+        steps = matched_steps(Path(cfg.train.match_steps_of))
     out: dict[str, Any] = {
         "run_dir": str(cfg.run_dir),
         "questions": {s: len(v) for s, v in splits.items()},
@@ -45,6 +65,10 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
         "per_iteration": per_iter,
         "student_steps_per_iteration_max": steps,
         "student_generations_per_iteration": n_train + len(splits["val"]) + len(splits["test"]),
+        "models": models,
+        "estimates": f"teacher prompt tokens are estimates ({EXPLAIN_PROMPT_TOKENS} per explain and "
+                     f"{REFINE_PROMPT_TOKENS} per refine prompt, {EXAMPLE_TOKENS} per worked example); "
+                     "calls and completion tokens are upper bounds (every attempt used, max_tokens each)",
     }
     b = cfg.loop.budget
     if b.teacher_tokens is not None or b.cost is not None:
