@@ -103,7 +103,7 @@ class UndoRun:
             advance(n)
             save()
 
-        budget = self.teacher_budget(k, examples)
+        budget = self.teacher_budget(k)
         if budget is not None and items and not path.exists() and not budget.fits(
                 Usage(), *budget.bound(messages_for(items[0], self.cfg.teacher, examples))):
             if k == 0:
@@ -125,7 +125,7 @@ class UndoRun:
         partial.unlink(missing_ok=True)
         return rows
 
-    def teacher_budget(self, k: int, examples: list[dict[str, str]] | None) -> TeacherBudget | None:
+    def teacher_budget(self, k: int) -> TeacherBudget | None:
         """What the teacher may still spend at iteration k's stage (None: no budget set)."""
         b, t = self.cfg.loop.budget, self.cfg.teacher
         if b.teacher_tokens is None and b.cost is None:
