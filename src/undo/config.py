@@ -212,6 +212,10 @@ class BudgetConfig(Section):
     teacher_tokens: Count | None = None  # prompt + completion tokens
     cost: Positive | None = None  # USD, priced with teacher.price
 
+    @property
+    def limited(self) -> bool:
+        return self.teacher_tokens is not None or self.cost is not None
+
 
 class LoopConfig(Section):
     RESUMABLE = frozenset({"max_iterations", "patience", "flow_train_eval", "budget", "min_delta"})

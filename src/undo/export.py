@@ -1,4 +1,5 @@
-"""`undo export-model`: a run's student as one ordinary model folder.
+"""`undo export-model` and `undo export`: a run's student, or its distilled training set,
+as one ordinary folder that other tools load.
 
 A LoRA student is merged into full weights (what `vllm serve`, TGI, llama.cpp converters
 and `from_pretrained` without PEFT expect); a fully fine-tuned one is copied. The folder
@@ -8,16 +9,36 @@ teacher, the task, the method and the accuracy measured on the run's own splits.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from undo.errors import UserError
-from undo.runstore import RunStore, read_json, swap_dir
+from undo.runstore import RunStore, read_json, read_jsonl, swap_dir
 
-_MADE_BY = "undo_export.json"  # marks a folder this command wrote (it may replace it)
+_MADE_BY = "undo_export.json"  # marks a folder an export wrote (an export may replace it)
+
+
+@contextlib.contextmanager
+def _export_folder(out: Path, command: str, info: dict[str, Any]) -> Iterator[Path]:
+    """A temporary sibling of `out` to fill; once filled it is stamped with `info` and swapped
+    into place, so a killed export never leaves half a folder. `out` must be absent, empty,
+    or an earlier export: anything else is refused before any work."""
+    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / _MADE_BY).exists()):
+        raise UserError(f"{out} exists and was not written by undo {command}; choose another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the export is for others to read
+    try:
+        yield tmp
+        (tmp / _MADE_BY).write_text(json.dumps(info, indent=2) + "\n")
+        swap_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export_model(run_dir: Path, out: Path, iteration: int | None = None,
@@ -26,14 +47,10 @@ def export_model(run_dir: Path, out: Path, iteration: int | None = None,
     from undo.config import load_config
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
     store = RunStore(run_dir)
+    cfg = load_config(store.config_file())
     if iteration is None:
-        if not (run_dir / "summary.json").exists():
-            raise UserError(f"{run_dir}: unfinished run; pass --iteration K")
-        iteration = int(read_json(run_dir / "summary.json")["best_iteration"])
+        iteration = store.best_iteration()
     student = store.path(iteration, "student")
     if not (student / "train_result.json").exists():
         raise UserError(f"{student}: no trained student (iteration {iteration} has not finished training)")
@@ -52,29 +69,18 @@ def export_model(run_dir: Path, out: Path, iteration: int | None = None,
 
 def merge_student(student: Path, out: Path, info: dict[str, Any], dtype: str | None = None) -> None:
     """Write `student` (LoRA folder or full weights) merged into `out`, atomically."""
-    from undo.lm.models import load_model, load_tokenizer, quiet_deprecations, resolve_model
-
-    out = Path(out)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / _MADE_BY).exists()):
-        raise UserError(f"{out} exists and was not written by undo export-model; choose another --out")
     import torch
 
-    resolved = resolve_model(str(student))
-    with quiet_deprecations():  # merged in float32, then cast: a bf16 merge would round twice
-        model = load_model(resolved, device="cpu", dtype="float32")
-    model = model.to(getattr(torch, dtype or _saved_dtype(resolved.path)))
-    tokenizer = load_tokenizer(resolved)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    tmp.chmod(0o755)
-    try:
+    from undo.lm.models import load_model, load_tokenizer, quiet_deprecations, resolve_model
+
+    with _export_folder(Path(out), "export-model", info) as tmp:
+        resolved = resolve_model(str(student))
+        with quiet_deprecations():  # merged in float32, then cast: a bf16 merge would round twice
+            model = load_model(resolved, device="cpu", dtype="float32")
+        model = model.to(getattr(torch, dtype or _saved_dtype(resolved.path)))
         model.save_pretrained(tmp)  # safetensors
-        tokenizer.save_pretrained(tmp)  # with the chat template the student was trained on
+        load_tokenizer(resolved).save_pretrained(tmp)  # with the chat template it was trained on
         (tmp / "README.md").write_text(model_card(info | {"merged_lora": bool(resolved.adapter)}))
-        (tmp / _MADE_BY).write_text(json.dumps(info, indent=2) + "\n")
-        swap_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _saved_dtype(base_path: str) -> str:
@@ -143,25 +149,15 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
     import yaml
 
     from undo.config import config_to_yaml, load_config
-    from undo.runstore import read_jsonl
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml")
     store = RunStore(run_dir)
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else None
-    if iteration in (None, "best"):
-        if summary is None:
-            raise UserError(f"{run_dir}: unfinished run; pass --iteration K")
-        iteration = int(summary["best_iteration"])
-    k = int(iteration)
+    cfg = load_config(store.config_file())
+    k = store.best_iteration() if iteration in (None, "best") else int(iteration)
     data_file = store.path(k, "train_data.jsonl")
     if not data_file.exists():
         raise UserError(f"{data_file}: not found (iteration {k} has no training set)")
     out = Path(out)
-    if out.is_file() or (out.is_dir() and any(out.iterdir()) and not (out / _MADE_BY).exists()):
-        raise UserError(f"{out} exists and was not written by undo export; choose another --out")
     gold = {str(r["id"]): r for r in read_jsonl(store.split_file("train"))}
     # the teacher's verdict and attempt count for each question, from the iteration that wrote it
     teacher_rows: dict[tuple[int, str], dict[str, Any]] = {}
@@ -190,10 +186,7 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
     info = {"run": str(run_dir.resolve()), "iteration": k, "rows": len(rows), "teacher": cfg.teacher.model,
             "student": cfg.student.model, "method": cfg.loop.method, "task": cfg.task.name,
             "dataset": cfg.task.dataset or cfg.task.source}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
-    tmp.chmod(0o755)
-    try:
+    with _export_folder(out, "export", info) as tmp:
         bars_were_on = datasets.is_progress_bar_enabled()
         datasets.disable_progress_bars()
         try:
@@ -204,10 +197,6 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
             if bars_were_on:
                 datasets.enable_progress_bars()
         (tmp / "README.md").write_text(dataset_card(info, metrics, config_to_yaml(cfg), yaml))
-        (tmp / _MADE_BY).write_text(json.dumps(info, indent=2) + "\n")
-        swap_dir(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if push_to_hub:
         _push(out, push_to_hub)
         info["pushed_to"] = push_to_hub

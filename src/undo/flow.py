@@ -39,8 +39,7 @@ def _iterations(store: RunStore) -> list[int]:
 def learning_flow(run_dir: Path) -> dict[str, Any]:
     """{"iterations": [...], "questions": {id: {...}}, "counts": {split: [{iteration, ...}]}}."""
     store = RunStore(Path(run_dir))
-    if not (store.root / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
+    store.config_file()  # a folder that is no run: one line
     ks = _iterations(store)
     splits = {s: [str(r["id"]) for r in read_jsonl(store.split_file(s))] for s in ("train", "val")}
     questions: dict[str, dict[str, Any]] = {}

@@ -128,7 +128,7 @@ class UndoRun:
     def teacher_budget(self, k: int) -> TeacherBudget | None:
         """What the teacher may still spend at iteration k's stage (None: no budget set)."""
         b, t = self.cfg.loop.budget, self.cfg.teacher
-        if b.teacher_tokens is None and b.cost is None:
+        if not b.limited:
             return None
         spent = spent_before([self.store.path(j, "teacher_usage.json") for j in range(k)]
                              + [self.store.path(k, "teacher_usage.partial.json")])
@@ -245,7 +245,7 @@ class UndoRun:
             history = self.teacher_history(k)
             items = refine_items(train, diag, history, profile, cfg.teacher.history, check,
                                  cfg.teacher.show_attempt)
-            if cfg.loop.budget.teacher_tokens is not None or cfg.loop.budget.cost is not None:
+            if cfg.loop.budget.limited:
                 # what the budget cannot cover is skipped from the end: the questions wrong in
                 # the most diagnoses so far (the hardest) go first
                 wrong_before = {r.id: 0 for r in train}
@@ -316,7 +316,7 @@ class UndoRun:
 
         usage = self.store.path(m["iteration"], "teacher_usage.json")
         cost = read_json(usage).get("cost_usd") if usage.exists() else None
-        self.trackers.log(iteration_metrics(m, {}, cost), offset)
+        self.trackers.log(iteration_metrics(m, cost), offset)
 
     def _run(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -381,7 +381,7 @@ class UndoRun:
             "best_student": str(self.store.path(best_k, "student")),
         }
         b = cfg.loop.budget
-        if b.teacher_tokens is not None or b.cost is not None:
+        if b.limited:
             spent = spent_before([self.store.path(r["iteration"], "teacher_usage.json") for r in iters])
             summary["budget"] = budget_summary(b.teacher_tokens, b.cost, spent, cfg.teacher.price)
         from undo.flow import flow_summary
@@ -393,13 +393,12 @@ class UndoRun:
         write_json(self.store.root / "flow.json", flow)
         summary["flow"] = flow["counts"]
         if self.trackers and fresh:  # the flow is complete only now: each iteration at its step
-            from undo.tracking import iteration_metrics
+            from undo.tracking import flow_metrics
 
             step = 0
             for r in iters:
                 step += r.get("steps") or 0
-                only_flow = iteration_metrics({"iteration": r["iteration"]}, flow["counts"], None)
-                self.trackers.log(only_flow, step)
+                self.trackers.log(flow_metrics(flow["counts"], r["iteration"]), step)
         write_json(self.store.root / "summary.json", summary)
         write_report(self.store.root)
         if summary.get("headline", {}).get("rows"):

@@ -71,7 +71,7 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
                      "calls and completion tokens are upper bounds (every attempt used, max_tokens each)",
     }
     b = cfg.loop.budget
-    if b.teacher_tokens is not None or b.cost is not None:
+    if b.limited:
         fit, tokens, usd = 0, 0, 0.0
         for i in per_iter:
             tokens += i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"]

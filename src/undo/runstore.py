@@ -198,6 +198,20 @@ class RunStore:
     def split_file(self, split: str) -> Path:
         return self.root / "splits" / f"{split}.jsonl"
 
+    def config_file(self) -> Path:
+        """The run's saved config.yaml; a folder without one is not a run (one line)."""
+        path = self.root / "config.yaml"
+        if not path.exists():
+            raise UserError(f"{self.root}: not an undo run folder (no config.yaml)")
+        return path
+
+    def best_iteration(self, hint: str = "pass --iteration K") -> int:
+        """The finished run's best iteration by val (summary.json); `hint` says what to do without one."""
+        path = self.root / "summary.json"
+        if not path.exists():
+            raise UserError(f"{self.root}: unfinished run; {hint}")
+        return int(read_json(path)["best_iteration"])
+
     def _marker(self, k: int | str, stage: str) -> Path:
         return self.iter_dir(k) / ".done" / stage
 

@@ -117,8 +117,7 @@ class Trackers:
             t.close()
 
 
-def iteration_metrics(m: dict[str, Any], flow_counts: dict[str, list[dict[str, Any]]],
-                      cost: float | None) -> dict[str, Any]:
+def iteration_metrics(m: dict[str, Any], cost: float | None) -> dict[str, Any]:
     """The numbers of one iteration's metrics.json row worth a curve."""
     out = {f"eval/{k}": m[k] for k in ("val_acc", "test_acc") if m.get(k) is not None}
     for k in ("train_examples", "train_errors", "refined_verified", "refined_failed", "teacher_tokens",
@@ -127,10 +126,12 @@ def iteration_metrics(m: dict[str, Any], flow_counts: dict[str, list[dict[str, A
             out[f"loop/{k}"] = m[k]
     for source, n in (m.get("sources") or {}).items():
         out[f"data/{source}"] = n
-    for split, rows in flow_counts.items():
-        for row in rows:
-            if row["iteration"] == m.get("iteration"):
-                out |= {f"flow/{split}/{k}": v for k, v in row.items() if k != "iteration"}
     if cost is not None:
         out["loop/teacher_cost_usd"] = cost
     return out
+
+
+def flow_metrics(flow_counts: dict[str, list[dict[str, Any]]], k: int) -> dict[str, Any]:
+    """Iteration k's learning-flow counts (summary.json's "flow"), per split."""
+    return {f"flow/{split}/{key}": v for split, rows in flow_counts.items() for row in rows
+            if row["iteration"] == k for key, v in row.items() if key != "iteration"}

@@ -14,7 +14,7 @@ from typing import Any
 
 from undo.config import load_config
 from undo.errors import UserError
-from undo.runstore import RunStore, read_json, read_jsonl, write_json
+from undo.runstore import RunStore, read_jsonl, write_json
 from undo.tasks import Record
 
 
@@ -25,14 +25,10 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
     from undo.student.train import make_example
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir}: not an undo run folder (no config.yaml)")
-    cfg = load_config(run_dir / "config.yaml", [f"student.model={student}", *overrides])
-    if iteration is None:
-        if not (run_dir / "summary.json").exists():
-            raise UserError(f"{run_dir}: unfinished run; pass --iteration K")
-        iteration = read_json(run_dir / "summary.json")["best_iteration"]
     store = RunStore(run_dir)
+    cfg = load_config(store.config_file(), [f"student.model={student}", *overrides])
+    if iteration is None:
+        iteration = store.best_iteration()
     data_path = store.path(iteration, "train_data.jsonl")
     if not data_path.exists():
         raise UserError(f"{data_path}: not found (iteration {iteration} has no training set)")
@@ -71,11 +67,7 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
     run_dir = Path(run_dir)
     if not students or not iterations:
         raise UserError("transfer: give at least one student and one iteration")
-    best = None
-    if "best" in iterations:
-        if not (run_dir / "summary.json").exists():
-            raise UserError(f"{run_dir}: unfinished run; 'best' needs its summary.json")
-        best = read_json(run_dir / "summary.json")["best_iteration"]
+    best = RunStore(run_dir).best_iteration("'best' needs its summary.json") if "best" in iterations else None
     ks: list[int] = []
     for it in iterations:
         if it != "best" and not str(it).isdigit():

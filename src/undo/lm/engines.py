@@ -59,6 +59,12 @@ class Engine(Protocol):
     @staticmethod
     def share_wanted(spec: EngineSpec) -> float: ...  # the GPU share it will take, 0 = none fixed
 
+    @staticmethod
+    def serves_adapters(spec: EngineSpec) -> bool: ...  # a LoRA goes with each call, not in the weights
+
+    @staticmethod
+    def accepts(resolved: ResolvedModel, spec: EngineSpec) -> None: ...  # UserError if it cannot serve
+
     def generate(self, conversations: list[list[dict]], max_new_tokens: int,
                  sampling: list[RowSampling], *, adapter: str | None, batch_size: int,
                  stop_at_answer: bool, progress: ProgressFn | None) -> list[Generation]: ...
@@ -93,8 +99,11 @@ class TransformersEngine:
     """Our decode loop (undo/lm/generate.py) on a transformers model. An adapter is merged
     into the weights at load (models.load_model), so each student is its own engine."""
 
-    serves_adapters: ClassVar[bool] = False
     gpu_share: float = 0.0  # takes what its weights need, no fixed share
+
+    @staticmethod
+    def serves_adapters(spec: EngineSpec) -> bool:
+        return False  # merged into the weights instead
 
     @staticmethod
     def rows_per_call(batch_size: int) -> int:
@@ -165,7 +174,7 @@ class VLLMEngine:
         return float(dict(spec.vllm).get("gpu_memory_utilization", 0.9))
 
     @staticmethod
-    def serves_adapters_for(spec: EngineSpec) -> bool:
+    def serves_adapters(spec: EngineSpec) -> bool:
         return bool(dict(spec.vllm).get("enable_lora", True))
 
     @staticmethod
@@ -228,19 +237,20 @@ class VLLMEngine:
         _free_accelerator_memory()
 
 
-def _serves_adapters(cls: type, spec: EngineSpec) -> bool:
-    fn = getattr(cls, "serves_adapters_for", None)
-    return bool(fn(spec)) if fn else bool(getattr(cls, "serves_adapters", False))
-
-
 class EnginePool:
     """At most one engine per role, reused while the weights asked for stay the same."""
 
     def __init__(self) -> None:
         self._held: dict[str, tuple[tuple, Any]] = {}  # role -> (key, engine)
-        self.built = 0
-        self.released = 0
         self.events: list[tuple[str, str, str]] = []  # ("build" | "release", role, model)
+
+    @property
+    def built(self) -> int:
+        return sum(e[0] == "build" for e in self.events)
+
+    @property
+    def released(self) -> int:
+        return sum(e[0] == "release" for e in self.events)
 
     def get(self, role: str, spec: EngineSpec) -> tuple[Any, str | None]:
         """(engine, adapter to pass with each call) for `spec`, built only when needed."""
@@ -249,7 +259,7 @@ class EnginePool:
             raise UserError(f"unknown inference backend '{spec.backend}' (known: {', '.join(ENGINES)})")
         resolved = resolve_model(spec.model)
         cls.accepts(resolved, spec)
-        serves = _serves_adapters(cls, spec)
+        serves = cls.serves_adapters(spec)
         # the weights an engine holds: a served adapter is not part of them
         key = (spec.backend, resolved.path, resolved.gguf_file,
                None if serves else resolved.adapter, spec.device, spec.dtype, spec.vllm)
@@ -262,7 +272,6 @@ class EnginePool:
         base = ResolvedModel(resolved.spec, resolved.path, resolved.gguf_file,
                              None if serves else resolved.adapter)
         engine = cls(base, spec)
-        self.built += 1
         self.events.append(("build", role, spec.model))
         self._held[role] = (key, engine)
         return engine, resolved.adapter if serves else None
@@ -283,7 +292,6 @@ class EnginePool:
         held = self._held.pop(role, None)
         if held is not None:
             held[1].release()
-            self.released += 1
             self.events.append(("release", role, str(held[0][1])))
 
     def release_all(self) -> None:

@@ -10,7 +10,6 @@ for the budget: the run never starts work it could not pay for.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,4 +79,4 @@ def budget_summary(limit_tokens: int | None, limit_cost: float | None, spent: Us
         out["spent_cost"] = round(spent.cost(price) or 0.0, 4)
     if limit_cost is not None:
         out["limit_cost"] = limit_cost
-    return json.loads(json.dumps(out))
+    return out
