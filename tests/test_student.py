@@ -107,6 +107,62 @@ def test_training_never_replaces_a_folder_that_is_not_a_student(tmp_path: Path) 
     assert (precious / "chapter1.tex").read_text() == "months of work"
 
 
+def test_a_killed_training_resumes_from_its_last_checkpoint(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stopped after step 5 with checkpoints every 2 steps, the same training started again
+    resumes from step 4 and ends where the uninterrupted one ends; other examples do not."""
+    from safetensors.torch import load_file
+    from tiny_model import build_tiny_llama
+    from transformers import TrainerCallback
+
+    from undo.student import train as train_module
+
+    model = build_tiny_llama(tmp_path / "tiny")
+    student = StudentConfig(model=str(model), lora=LoraConfig(r=4, alpha=8))
+    train = TrainConfig(max_steps=6, batch_size=2, lr=1e-3, max_seq_len=256, logging_steps=1,
+                        warmup_ratio=0.0, save_steps=2)
+    examples = [{"id": f"q{i}", "prompt": f"What is {i} + {i}?", "completion": f"{i} + {i} = {2 * i}\n"
+                 f"The answer is {2 * i}."} for i in range(8)]
+
+    def weights(folder: Path) -> dict:
+        return load_file(str(folder / "adapter_model.safetensors"))
+
+    whole = train_module.train_student(examples, tmp_path / "whole", student, train, seed=0, progress=False)
+
+    class Kill(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):  # type: ignore[no-untyped-def]
+            if state.global_step == 5:
+                raise KeyboardInterrupt  # as abrupt as a kill: nothing after it runs
+
+    out = tmp_path / "killed"
+    monkeypatch.setattr(train_module, "_progress_callback", Kill)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train_student(examples, out, student, train, seed=0, progress=True)
+    tmp = tmp_path / ".killed.tmp"
+    assert not out.exists() and sorted(c.name for c in tmp.glob("checkpoint-*")) == ["checkpoint-4"]
+    monkeypatch.undo()
+
+    resumed = train_module.train_student(examples, out, student, train, seed=0, progress=False)
+    assert resumed.steps == whole.steps == 6
+    assert resumed.loss_steps == whole.loss_steps and resumed.losses == pytest.approx(whole.losses, abs=1e-5)
+    a, b = weights(tmp_path / "whole"), weights(out)
+    assert max(float((a[k] - b[k]).abs().max()) for k in a) < 1e-5
+    assert not tmp.exists() and not list(out.glob("checkpoint-*"))
+    assert not (out / "undo_fingerprint.txt").exists()
+
+    # other examples: a checkpoint left by their kill is not resumed from
+    monkeypatch.setattr(train_module, "_progress_callback", Kill)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train_student(examples, tmp_path / "other", student, train, seed=0, progress=True)
+    monkeypatch.undo()
+    fresh = train_module.train_student(examples[::-1], tmp_path / "other", student, train, seed=0,
+                                       progress=False)
+    clean = train_module.train_student(examples[::-1], tmp_path / "clean", student, train, seed=0,
+                                       progress=False)
+    assert fresh.losses == pytest.approx(clean.losses, abs=1e-5)  # trained from step 0
+    assert fresh.losses[:4] != pytest.approx(resumed.losses[:4], abs=1e-3)  # so the check above can fail
+
+
 # ---- shared fixtures ---------------------------------------------------------------
 
 

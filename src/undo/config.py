@@ -174,7 +174,7 @@ class TrainConfig(Section):
     # batch_size, grad_accum and num_processes may change together when their product, the
     # global batch the optimizer sees, stays the same (resume_diff checks the product)
     RESUMABLE = frozenset({"report_to", "logging_steps", "launcher", "accelerate_config",
-                           "batch_size", "grad_accum", "num_processes"})
+                           "batch_size", "grad_accum", "num_processes", "save_steps"})
     epochs: Positive = 3.0
     # epochs for iterations >= 1; None = epochs. With loop.student_init=continue the student
     # already knows iteration 0's data, so a shorter pass on the new mix suffices
@@ -197,6 +197,9 @@ class TrainConfig(Section):
     padding_free: bool = False
     report_to: str | list[str] = "none"
     logging_steps: Count = 5
+    # a checkpoint (weights, optimizer, scheduler, RNG) every N optimizer steps, so a killed
+    # training resumes from the last one instead of from step 0; 0 = none. Only the last is kept
+    save_steps: NonNegative = 500
     launcher: Literal["none", "accelerate", "torchrun"] = "none"
     num_processes: Count = 1
     accelerate_config: str | None = None

@@ -9,11 +9,14 @@ TRL's conversational prompt-completion format, so the loss covers the assistant
 turn only: the rationale, its answer line and the end-of-turn token.
 
 The student folder is written to a temporary sibling and renamed into place, so a
-killed training never leaves a half-written student behind.
+killed training never leaves a half-written student behind. Every `train.save_steps`
+the sibling gets a checkpoint; a training started again on the same examples with the
+same settings resumes from the last complete one (`_resume_point`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -162,7 +165,10 @@ def _sft_config(train: TrainConfig, seed: int, output_dir: Path, device: str) ->
         report_to=train.report_to,
         logging_steps=train.logging_steps,
         logging_first_step=True,  # first_loss is the loss before any update
-        save_strategy="no",  # the student folder is written once, at the end
+        # the student folder is written once, at the end; checkpoints only make a kill cheap
+        save_strategy="steps" if train.save_steps else "no",
+        save_steps=train.save_steps or 500,
+        save_total_limit=1,  # the older one goes only once the newer is complete
         use_cpu=device == "cpu",
         disable_tqdm=True,  # our own bar, or silence
         dataloader_pin_memory=device == "cuda",
@@ -292,6 +298,45 @@ def _prepare(
     return kept, dropped, tokens
 
 
+CHECKPOINT = "checkpoint"  # transformers' PREFIX_CHECKPOINT_DIR
+FINGERPRINT = "undo_fingerprint.txt"
+# keys that cannot change what is trained: a checkpoint stays good across them
+_NOT_IN_FINGERPRINT = {"report_to", "logging_steps", "launcher", "accelerate_config", "save_steps"}
+
+
+def _fingerprint(kept: list[dict[str, Any]], student: StudentConfig, train: TrainConfig, seed: int,
+                 init_spec: str) -> str:
+    """What a checkpoint was made from: the examples, the student, the settings, the seed."""
+    what = {"examples": kept, "student": student.model_dump(mode="json"),
+            "train": train.model_dump(mode="json", exclude=_NOT_IN_FINGERPRINT),
+            "seed": seed, "init": _spec_for_file(init_spec)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
+
+
+def _resume_point(tmp: Path, fingerprint: str) -> Path | None:
+    """The last complete checkpoint of a killed training of the same thing, if any.
+    transformers writes trainer_state.json last, so a checkpoint without it was cut short."""
+    try:
+        if (tmp / FINGERPRINT).read_text().strip() != fingerprint:
+            return None
+    except OSError:
+        return None
+    done = [c for c in tmp.glob(f"{CHECKPOINT}-*") if (c / "trainer_state.json").is_file()]
+    return max(done, key=lambda c: int(c.name.rsplit("-", 1)[1]), default=None)
+
+
+def _prepare_tmp(tmp: Path, fingerprint: str, resume_from: Path | None) -> None:
+    """Rank 0: keep only the checkpoint training resumes from, or start tmp afresh."""
+    if resume_from is None:
+        shutil.rmtree(tmp, ignore_errors=True)  # another training's leftovers
+        tmp.mkdir(parents=True)
+        (tmp / FINGERPRINT).write_text(fingerprint + "\n")
+        return
+    for c in tmp.glob(f"{CHECKPOINT}-*"):
+        if c != resume_from:  # one cut short by the kill
+            shutil.rmtree(c)
+
+
 def train_student(
     examples: list[dict[str, Any]],
     out_dir: Path,
@@ -338,9 +383,8 @@ def train_student(
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     rank0 = int(os.environ.get("RANK", "0")) == 0
-    if rank0:
-        shutil.rmtree(tmp, ignore_errors=True)  # a killed earlier run's leftovers
-    tmp.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(kept, student, train, seed, init_spec)
+    resume_from = _resume_point(tmp, fingerprint)  # every rank reads before rank 0 changes tmp
 
     bars_were_on = datasets.is_progress_bar_enabled()
     datasets.disable_progress_bars()  # tokenizing a few hundred rows needs no bar
@@ -358,6 +402,10 @@ def train_student(
     finally:
         if bars_were_on:
             datasets.enable_progress_bars()
+    trainer.accelerator.wait_for_everyone()
+    if rank0:
+        _prepare_tmp(tmp, fingerprint, resume_from)
+    trainer.accelerator.wait_for_everyone()
     trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off
     trainer.remove_callback(ProgressCallback)
     if progress:
@@ -365,7 +413,9 @@ def train_student(
 
     t1 = time.perf_counter()
     with quiet_deprecations():
-        trainer.train()
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None:
+        log.info("training resumed from %s", resume_from.name)
     train_s = time.perf_counter() - t1
 
     history = trainer.state.log_history
@@ -410,6 +460,9 @@ def _finish(
     t0: float,
 ) -> None:
     """Rank 0, after the weights are saved: tokenizer, provenance, then the atomic swap."""
+    for checkpoint in tmp.glob(f"{CHECKPOINT}-*"):
+        shutil.rmtree(checkpoint)
+    (tmp / FINGERPRINT).unlink(missing_ok=True)
     init.tokenizer.save_pretrained(str(tmp))
     (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody should load
     if init.base_spec is not None:
