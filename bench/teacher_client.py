@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from undo.config import TeacherConfig
+from undo.config import OpenAIConfig, TeacherConfig
 from undo.teacher.base import Request, SamplingParams, Usage
 from undo.teacher.openai_backend import OpenAIBackend
 
@@ -157,10 +157,8 @@ def bench_floor(args: argparse.Namespace) -> dict[str, Any]:
 
 def bench_openai_http(args: argparse.Namespace) -> dict[str, Any]:
     with LatencyServer(args.latency) as url:
-        cfg = TeacherConfig(
-            backend="openai", model="bench-model", base_url=url,
-            concurrency=args.concurrency, timeout=30.0, max_retries=2,
-        )
+        cfg = TeacherConfig(backend="openai", model="bench-model", openai=OpenAIConfig(
+            base_url=url, concurrency=args.concurrency, timeout=30.0, max_retries=2))
         backend = OpenAIBackend(cfg)
         reqs = _requests(args.n)
         usage = Usage()

@@ -51,7 +51,8 @@ def test_shipped_configs_run_by_name_from_anywhere(tmp_path):
     # from a folder without configs/, as after `pip install`: the name resolves to the packaged YAML
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
     plan = subprocess.run([sys.executable, "-m", "undo.cli", "run", "gsm8k", "--dry-run",
-                           "teacher.base_url=http://127.0.0.1:9/v1",  # nothing listens: a dry run calls nothing
+                           # nothing listens: a dry run calls nothing
+                           "teacher.openai.base_url=http://127.0.0.1:9/v1",
                            f"task.source={ROOT / 'tests/fixtures/data/gsm8k'}", "splits.train=20",
                            "splits.val=5", "splits.test=5"], capture_output=True, text=True,
                           cwd=tmp_path, env=env)
@@ -163,7 +164,7 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "negative train": ["run", "splits.train=-5", out],
         "test 0": ["run", "splits.test=0", out],
         "iterations -1": ["run", "loop.max_iterations=-1", out],
-        "retries -1": ["run", "teacher.max_retries=-1", out],
+        "retries -1": ["run", "teacher.openai.max_retries=-1", out],
         "batch 0": ["run", "student.batch_size=0", out],
         "dtype typo": ["run", "student.dtype=bfloat61", out],
         "name escapes": ["run", "name=../elsewhere", out],

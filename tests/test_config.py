@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from undo.config import load_config, resume_diff
 from undo.errors import UserError
@@ -14,12 +15,12 @@ from undo.errors import UserError
     ("splits.test=0", "splits.test"),
     ("loop.max_iterations=-1", "loop.max_iterations"),
     ("loop.patience=0", "loop.patience"),
-    ("teacher.max_retries=-1", "teacher.max_retries"),
+    ("teacher.openai.max_retries=-1", "teacher.openai.max_retries"),
     ("teacher.max_attempts=0", "teacher.max_attempts"),
     ("teacher.temperature=-0.5", "teacher.temperature"),
     ("teacher.top_p=1.5", "teacher.top_p"),
     ("teacher.max_tokens=0", "teacher.max_tokens"),
-    ("teacher.timeout=0", "teacher.timeout"),
+    ("teacher.openai.timeout=0", "teacher.openai.timeout"),
     ("teacher.dtype=fp32", "teacher.dtype"),
     ("student.batch_size=0", "student.batch_size"),
     ("student.dtype=bfloat61", "student.dtype"),
@@ -57,8 +58,8 @@ def _cfg(*overrides: str):
 
 def test_keys_no_result_depends_on_may_change_on_resume() -> None:
     saved = _cfg()
-    now = _cfg("teacher.base_url=http://other:8000/v1", "teacher.concurrency=64", "student.batch_size=4",
-               "train.logging_steps=1", "loop.max_iterations=5", "output.dir=elsewhere")
+    now = _cfg("teacher.openai.base_url=http://other:8000/v1", "teacher.openai.concurrency=64",
+               "student.batch_size=4", "train.logging_steps=1", "loop.max_iterations=5", "output.dir=elsewhere")
     assert resume_diff(saved, now) == []
 
 
@@ -77,10 +78,27 @@ def test_the_training_layout_may_change_when_the_global_batch_stays() -> None:
     assert "8 -> 16" in msg
 
 
+def test_a_run_folder_written_before_the_openai_section_still_resumes(tmp_path) -> None:
+    """config.yaml of older runs has teacher.base_url etc. flat; they are read into teacher.openai,
+    while on the command line only the sectioned key exists (one spelling to document)."""
+    from undo.config import config_to_yaml, load_config
+
+    data = yaml.safe_load(config_to_yaml(_cfg()))
+    data["teacher"].pop("openai")
+    data["teacher"].update(base_url="http://old:8000/v1", concurrency=32, max_retries=3)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    old = load_config(tmp_path / "config.yaml")
+    assert (old.teacher.openai.base_url, old.teacher.openai.concurrency, old.teacher.openai.max_retries) == (
+        "http://old:8000/v1", 32, 3)
+    assert resume_diff(old, _cfg("teacher.openai.base_url=http://new:8000/v1")) == []
+    with pytest.raises(UserError, match="did you mean 'teacher.openai.base_url'"):
+        _cfg("teacher.base_url=http://x:1/v1")
+
+
 def test_a_password_in_the_teacher_url_never_reaches_config_yaml() -> None:
     from undo.config import config_to_yaml
 
-    cfg = _cfg("teacher.base_url=[https://me:s3cret@host:8000/v1, http://plain:8000/v1]")
+    cfg = _cfg("teacher.openai.base_url=[https://me:s3cret@host:8000/v1, http://plain:8000/v1]")
     text = config_to_yaml(cfg)
     assert "s3cret" not in text
     assert "https://me:***@host:8000/v1" in text and "http://plain:8000/v1" in text

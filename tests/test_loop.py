@@ -300,7 +300,7 @@ def test_teacher_usage_is_summed_over_interrupted_invocations(tmp_path, monkeypa
         return load_config(overrides=[
             "task.name=file", f"task.source={data}", "task.answer_type=number", "splits.val=1",
             "splits.train=null", "splits.test=null", "teacher.backend=openai", "teacher.model=test-model",
-            f"teacher.base_url={url}", "teacher.concurrency=1", "teacher.max_attempts=1",
+            f"teacher.openai.base_url={url}", "teacher.openai.concurrency=1", "teacher.max_attempts=1",
             "teacher.rationalize=false", f"output.dir={tmp_path / 'runs'}", "name=u"])
 
     with FaultServer({5: "401"}) as srv:

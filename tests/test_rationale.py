@@ -12,7 +12,7 @@ import re
 import pytest
 from fakes.fault_server import FaultServer, expected_answer
 
-from undo.config import TeacherConfig
+from undo.config import OpenAIConfig, TeacherConfig
 from undo.tasks.base import Record
 from undo.teacher.base import Usage
 from undo.teacher.cache import CachedTeacher, CompletionCache
@@ -29,7 +29,7 @@ def server():
 
 
 def teacher_for(url: str, tmp_path, **kw) -> tuple[CachedTeacher, TeacherConfig]:
-    cfg = TeacherConfig(backend="openai", model="test-model", base_url=url, max_retries=2,
+    cfg = TeacherConfig(backend="openai", model="test-model", openai=OpenAIConfig(base_url=url, max_retries=2),
                         max_attempts=2, rationalize=True, **kw)
     backend = OpenAIBackend(cfg, backoff_base=0.01, backoff_max=0.05)
     return CachedTeacher(backend, CompletionCache(tmp_path / "cache.sqlite")), cfg
@@ -149,7 +149,7 @@ def test_few_shot_examples_come_from_gold_rationales_and_never_show_the_question
     shots = few_shot_examples(gsm, 2)
     # each example ends with the answer line the teacher is asked to write
     assert [s["rationale"] for s in shots] == ["R0 #### 0\nThe answer is 0.", "R1 #### 1\nThe answer is 1."]
-    cfg = TeacherConfig(backend="openai", model="m", base_url="http://x")
+    cfg = TeacherConfig(backend="openai", model="m", openai=OpenAIConfig(base_url="http://x"))
     own = _messages(TeachItem(gsm[0]), "explain", cfg, shots)
     other = _messages(TeachItem(gsm[2]), "explain", cfg, shots)
     # examples are earlier chat turns: user question, assistant worked solution

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from fakes.fault_server import FaultServer, expected_answer
 
-from undo.config import TeacherConfig
+from undo.config import OpenAIConfig, TeacherConfig
 from undo.errors import UserError
 from undo.teacher.base import BACKENDS, Completion, Request, SamplingParams, TeacherError, Usage
 from undo.teacher.cache import CachedTeacher, CompletionCache, cache_key, default_cache_dir
@@ -26,14 +26,11 @@ SECRET = "sk-test-5ecret-value-never-shown"
 
 
 def make_backend(url: str | list[str], **cfg: object) -> OpenAIBackend:
-    fields: dict[str, object] = dict(
-        backend="openai", model="test-model", base_url=url, concurrency=4, timeout=2.0,
-        max_retries=3,
-    )
-    fields.update(cfg)
-    return OpenAIBackend(
-        TeacherConfig(**fields), backoff_base=0.001, backoff_max=0.01, retry_after_max=2.0
-    )
+    http: dict[str, object] = dict(base_url=url, concurrency=4, timeout=2.0, max_retries=3)
+    http.update({k: v for k, v in cfg.items() if k in OpenAIConfig.model_fields})
+    rest = {k: v for k, v in cfg.items() if k not in OpenAIConfig.model_fields}
+    teacher = TeacherConfig(**{"backend": "openai", "model": "test-model", **rest}, openai=OpenAIConfig(**http))
+    return OpenAIBackend(teacher, backoff_base=0.001, backoff_max=0.01, retry_after_max=2.0)
 
 
 def make_requests(n: int, prefix: str = "question") -> list[Request]:
@@ -243,7 +240,7 @@ def test_unset_key_variable_is_named(monkeypatch):
 
 
 def test_missing_or_bad_base_url_is_a_user_error():
-    with pytest.raises(UserError, match="teacher.base_url is required"):
+    with pytest.raises(UserError, match="teacher.openai.base_url is required"):
         make_backend(None)  # type: ignore[arg-type]
     with pytest.raises(UserError, match="not an http"):
         make_backend("localhost:8000/v1")

@@ -22,7 +22,8 @@ app = typer.Typer(
         "undo: distil a teacher LLM's reasoning into a small student with UNDO "
         "(UNderstanding Distillation as Optimization, arXiv 2504.02521).\n\n"
         "Quick start (offline, CPU):  undo demo\n\n"
-        "Real run:  undo run gsm8k teacher.base_url=http://HOST:8000/v1   (undo configs: the shipped ones)"
+        "Real run:  undo run gsm8k teacher.openai.base_url=http://HOST:8000/v1\n"
+        "(undo configs: the shipped ones)"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -113,7 +114,7 @@ def run(
 ) -> None:
     """Run UNDO (or the one-shot baseline) end to end; re-run the same command to resume.
 
-    Example: undo run svamp teacher.base_url=http://localhost:8000/v1 name=svamp-1
+    Example: undo run svamp teacher.openai.base_url=http://localhost:8000/v1 name=svamp-1
     """
     # only key=value given: the first one landed in `config` (its value may hold a "/")
     if config is not None and "/" not in str(config).split("=", 1)[0] and "=" in str(config) \
@@ -176,7 +177,7 @@ def teach(
     cache answers every request already made.
 
     Example: undo teach gsm8k --out r.jsonl --limit 100 teacher.backend=openai
-    teacher.base_url=http://127.0.0.1:8000/v1 teacher.model=Qwen/Qwen2.5-72B-Instruct
+    teacher.openai.base_url=http://127.0.0.1:8000/v1 teacher.model=Qwen/Qwen2.5-72B-Instruct
     """
     from undo.runstore import claim_output, write_json
     from undo.tasks import split_part

@@ -83,21 +83,29 @@ class VLLMConfig(Section):
     enforce_eager: bool = False  # skip CUDA graph capture: faster start, slower decoding
 
 
+class OpenAIConfig(Section):
+    """Where an OpenAI-compatible teacher is and how to talk to it (backend=openai).
+
+    None of them changes what the teacher is asked, so all may change on resume."""
+
+    RESUMABLE = frozenset({"base_url", "api_key_env", "concurrency", "timeout", "max_retries"})
+    base_url: str | list[str] | None = None  # a list: replicas, load-balanced
+    api_key_env: str | None = None  # the name of the variable holding the key, never the key
+    concurrency: Count = 16
+    timeout: Positive = 120.0  # seconds per attempt
+    max_retries: NonNegative = 8
+
+
 class TeacherConfig(Section):
     # batch_size too: in-process, each sampled row draws from its own seeded generator
-    RESUMABLE = frozenset({"base_url", "api_key_env", "concurrency", "timeout", "max_retries",
-                           "batch_size", "device", "price", "vllm"})
+    RESUMABLE = frozenset({"openai", "batch_size", "device", "price", "vllm"})
     backend: str = "transformers"
     model: str = "qwen2.5-coder-0.5b-instruct"
-    base_url: str | list[str] | None = None
-    api_key_env: str | None = None
-    concurrency: Count = 16
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)  # backend=openai
     max_attempts: Count = 2
     temperature: Annotated[float, Field(ge=0)] = 0.7
     top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
     max_tokens: Count = 512
-    timeout: Positive = 120.0
-    max_retries: NonNegative = 8
     rationalize: bool = True
     batch_size: Count = 16  # in-process backends
     device: str | None = None  # in-process backends: cpu | cuda | auto
@@ -120,6 +128,19 @@ class TeacherConfig(Section):
     # refine prompts show the student's wrong attempt (the paper's feedback) and its first
     # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
     show_attempt: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _flat_openai_keys(cls, data: Any) -> Any:
+        """Run folders written before the openai section keep resuming: their flat
+        teacher.base_url etc. are read into teacher.openai."""
+        if isinstance(data, dict) and any(k in data for k in OpenAIConfig.RESUMABLE):
+            data = dict(data)
+            section = dict(data.get("openai") or {})
+            for key in OpenAIConfig.RESUMABLE & data.keys():
+                section.setdefault(key, data.pop(key))
+            data["openai"] = section
+        return data
 
     @field_validator("prompts")
     @classmethod
@@ -417,11 +438,12 @@ def redact_url(url: str) -> str:
 
 def config_to_yaml(cfg: RunConfig) -> str:
     """The resolved config. Secrets never appear: keys are stored as env-var names, and a
-    password inside teacher.base_url is masked."""
+    password inside teacher.openai.base_url is masked."""
     data = cfg.model_dump(mode="json")
-    urls = data["teacher"]["base_url"]
+    openai = data["teacher"]["openai"]
+    urls = openai["base_url"]
     if isinstance(urls, list):
-        data["teacher"]["base_url"] = [redact_url(u) for u in urls]
+        openai["base_url"] = [redact_url(u) for u in urls]
     elif urls is not None:
-        data["teacher"]["base_url"] = redact_url(urls)
+        openai["base_url"] = redact_url(urls)
     return yaml.safe_dump(data, sort_keys=False)

@@ -96,7 +96,7 @@ class _Stopped(Exception):
 def redirected(url: str, location: str) -> UserError:
     # never followed: a redirected POST loses its body on many servers
     return UserError(f"teacher endpoint {url} redirects to {location}; "
-                     "set teacher.base_url to the address it redirects to")
+                     "set teacher.openai.base_url to the address it redirects to")
 
 
 def error_message(body: bytes) -> str:

@@ -91,36 +91,37 @@ class OpenAIBackend:
         """`backoff_base`/`backoff_max`: seconds, the full-jitter window before retry k
         is uniform(0, min(max, base * 2**k)). `retry_after_max` caps a server's
         Retry-After, so a misbehaving proxy cannot park the job for hours."""
-        urls = [cfg.base_url] if isinstance(cfg.base_url, str) else list(cfg.base_url or [])
+        http = cfg.openai
+        urls = [http.base_url] if isinstance(http.base_url, str) else list(http.base_url or [])
         if not urls:
             raise UserError(
-                "teacher.base_url is required for backend 'openai' "
+                "teacher.openai.base_url is required for backend 'openai' "
                 "(e.g. http://localhost:8000/v1, or a list of such URLs)"
             )
         for u in urls:
             parts = urllib.parse.urlsplit(u)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UserError(
-                    f"teacher.base_url {u!r} is not an http(s) URL "
+                    f"teacher.openai.base_url {u!r} is not an http(s) URL "
                     "(e.g. http://localhost:8000/v1)"
                 )
         self.model = cfg.model
         self.base_urls = [u.rstrip("/") for u in urls]
-        self.concurrency = cfg.concurrency
-        self.timeout = cfg.timeout
-        self.max_retries = cfg.max_retries
+        self.concurrency = http.concurrency
+        self.timeout = http.timeout
+        self.max_retries = http.max_retries
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
-        self.api_key_env = cfg.api_key_env
+        self.api_key_env = http.api_key_env
         self._api_key: _Secret | None = None
         self._ssl: ssl.SSLContext | None = None
-        if cfg.api_key_env:
-            value = os.environ.get(cfg.api_key_env)
+        if http.api_key_env:
+            value = os.environ.get(http.api_key_env)
             if not value:
                 raise UserError(
-                    f"teacher.api_key_env names ${cfg.api_key_env}, but that variable is "
-                    "not set (export it, or set teacher.api_key_env: null for a local server)"
+                    f"teacher.openai.api_key_env names ${http.api_key_env}, but that variable is "
+                    "not set (export it, or set teacher.openai.api_key_env: null for a local server)"
                 )
             self._api_key = _Secret(value)
 
@@ -142,13 +143,13 @@ class OpenAIBackend:
             hint = (
                 f"set ${self.api_key_env} to a valid key"
                 if self.api_key_env
-                else "set teacher.api_key_env to the name of the variable holding the key"
+                else "set teacher.openai.api_key_env to the name of the variable holding the key"
             )
             return UserError(f"teacher endpoint {url} rejected the API key (HTTP {code}); {hint}")
         if code == 404:
             return UserError(
                 f"teacher endpoint {url} has no model '{self.model}' (HTTP 404: {msg}); "
-                "check teacher.model and teacher.base_url (it usually ends in /v1)"
+                "check teacher.model and teacher.openai.base_url (it usually ends in /v1)"
             )
         return TeacherError(f"teacher endpoint {url} refused the request (HTTP {code}: {msg})")
 
