@@ -188,6 +188,18 @@ def _bad_inputs(tmp: Path) -> dict[str, list[str]]:
         "export bad dtype": ["export-model", str(tmp / "empty_run"), "--out", str(tmp / "m"),
                              "--dtype", "fp8"],
         "student backend typo": ["run", "student.backend=vlm", out],
+        # each of these once wrote a run folder before failing
+        "unknown task": ["run", "task.name=nope", out],
+        "teacher backend typo": ["run", "teacher.backend=opnai", out],
+        "missing data file": ["run", "task.name=file", f"task.source={tmp / 'nope.jsonl'}", *file_task, out],
+        "flat openai key": ["run", "teacher.base_url=http://x:1/v1", out],
+        "lora r 0": ["run", "student.lora.r=0", out],
+        "top_p over 1": ["run", "teacher.top_p=2", out],
+        "warmup ratio 1.5": ["run", "train.warmup_ratio=1.5", out],
+        "not a number": ["run", "splits.train=abc", out],
+        "mix typo": ["run", "loop.mix=mixx", out],
+        "save_steps -1": ["run", "train.save_steps=-1", out],
+        "concurrency 0": ["run", "teacher.openai.concurrency=0", out],
         "teach the test split": ["teach", "file", "--out", str(tmp / "r.jsonl"), "--split", "test",
                                  f"task.source={tmp / 'train.jsonl'}", *file_task],
     }
@@ -202,7 +214,7 @@ def test_every_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path):
         assert r.returncode == 2, (name, r.stderr[-500:])
         assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr, (name, lines)
     assert _tree(tmp_path) == before  # nothing written, nothing deleted
-    assert len(cases) >= 20
+    assert len(cases) >= 30
 
 
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path):

@@ -48,6 +48,15 @@ class TaskConfig(Section):
     dataset: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("name")
+    @classmethod
+    def _known_task(cls, v: str) -> str:
+        from undo.tasks import TASKS  # deferred, like grading's answer types
+
+        if v not in TASKS:
+            raise ValueError(f"unknown task; known: {', '.join(sorted(TASKS))}")
+        return v
+
     @field_validator("answer_type")
     @classmethod
     def _known_answer_type(cls, v: str | None) -> str | None:
@@ -128,6 +137,15 @@ class TeacherConfig(Section):
     # refine prompts show the student's wrong attempt (the paper's feedback) and its first
     # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
     show_attempt: bool = True
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        from undo.teacher import backend_names  # deferred, like grading's answer types
+
+        if v not in backend_names():
+            raise ValueError(f"unknown teacher backend; known: {', '.join(sorted(backend_names()))}")
+        return v
 
     @model_validator(mode="before")
     @classmethod

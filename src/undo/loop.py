@@ -59,13 +59,15 @@ class UndoRun:
                     f"{cfg_path}: this run folder was made with a different config "
                     f"(differs in {', '.join(diff[:5])}); use a new name= or the same settings"
                 )
+        saved = all(self.store.split_file(s).exists() for s in SPLITS)
+        if not saved:  # before anything is written: a task that cannot load leaves no run folder
+            self.splits = make_splits(self.cfg.task, self.cfg.splits, self.cfg.seed)
         self.store.lock()  # before anything is written: one process per run folder
         write_atomic(cfg_path, config_to_yaml(self.cfg))
-        if all(self.store.split_file(s).exists() for s in SPLITS):
+        if saved:
             self.splits = {s: [Record.from_dict(r) for r in read_jsonl(self.store.split_file(s))]
                            for s in SPLITS}
             return
-        self.splits = make_splits(self.cfg.task, self.cfg.splits, self.cfg.seed)
         for s in SPLITS:
             write_jsonl(self.store.split_file(s), [r.to_dict() for r in self.splits[s]])
 

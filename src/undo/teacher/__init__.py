@@ -15,12 +15,17 @@ _BACKEND_MODULES = {"openai": "undo.teacher.openai_backend"} | {
     name: "undo.teacher.local_backend" for name in ENGINES}
 
 
+def backend_names() -> set[str]:
+    """What teacher.backend may name (config.py checks it at load): built in, or registered."""
+    return set(BACKENDS) | set(_BACKEND_MODULES)
+
+
 def build_backend(cfg: TeacherConfig) -> TeacherBackend:
     module = _BACKEND_MODULES.get(cfg.backend)
     if module:
         importlib.import_module(module)
     if cfg.backend not in BACKENDS:
-        known = ", ".join(sorted(set(BACKENDS) | set(_BACKEND_MODULES)))
+        known = ", ".join(sorted(backend_names()))
         raise UserError(f"teacher.backend: unknown backend '{cfg.backend}' (known: {known})")
     return BACKENDS[cfg.backend](cfg)
 
