@@ -20,6 +20,7 @@ Prints one JSON line per part and a summary; writes bench/results/reliability.js
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import random
@@ -58,9 +59,19 @@ def billed_requests(run: Path) -> int:
     return sum(json.loads(p.read_text())["usage"]["requests"] for p in run.glob("iter_*/teacher_usage.json"))
 
 
-def outcome(run: Path) -> list[tuple[Any, float | None, float | None]]:
+def outcome(run: Path) -> dict[str, Any]:
+    """The metrics per iteration, and a digest of every text that decides them: the teacher's
+    rationales, the training losses and the student's answers on every split."""
     rows = json.loads((run / "summary.json").read_text())["iterations"]
-    return [(r["iteration"], r.get("val_acc"), r.get("test_acc")) for r in rows]
+    texts = hashlib.sha256()
+    for path in sorted(run.glob("*/rationales.jsonl")) + sorted(run.glob("*/attempts_*.jsonl")):
+        for row in sorted((json.loads(line) for line in path.open()), key=lambda r: str(r["id"])):
+            texts.update(json.dumps([path.parent.name, path.name, row["id"], row.get("rationale"),
+                                     row.get("output"), row.get("correct")]).encode())
+    losses = {p.parent.parent.name: [round(x, 4) for x in json.loads(p.read_text())["losses"]]
+              for p in sorted(run.glob("iter_*/student/train_result.json"))}
+    return {"metrics": [(r["iteration"], r.get("val_acc"), r.get("test_acc")) for r in rows],
+            "texts": texts.hexdigest()[:16], "losses": losses}
 
 
 def last_stage(run: Path) -> str:
@@ -93,7 +104,7 @@ def kill_trials(work: Path, trials: int, seed: int) -> dict[str, Any]:
     wall = run_to_end(ref_cfg, ref_cache)
     ref = work / "runs" / "reference"
     expected, ref_rows, ref_billed = outcome(ref), cache_rows(ref_cache), billed_requests(ref)
-    print(f"reference run: {wall:.0f} s, {ref_rows} teacher completions, {outcome(ref)}", flush=True)
+    print(f"reference run: {wall:.0f} s, {ref_rows} teacher completions, {expected}", flush=True)
     results = []
     for i in range(trials):
         at = wall * (i + rng.random()) / trials  # stratified: trial i falls in the i-th slice

@@ -3,9 +3,10 @@
 A loopback server (its own process, so it does not compete for our GIL) answers
 every chat request after a fixed delay. With N requests at concurrency C and
 latency L, a perfect client finishes in N*L/C; the overhead is how much longer
-the real one takes. Target: under 10 %.
+the real one takes. Target: at most 5 % at concurrency 64 (N = 2,000) and 256 (N = 10,000).
 
     .venv/bin/python bench/teacher_client.py --n 2000 --concurrency 64 --latency 0.1
+    .venv/bin/python bench/teacher_client.py --n 10000 --concurrency 256 --latency 0.1
 
 Each section of the report is one function returning a dict of figures, so more
 backends can be benchmarked side by side by adding a function to `SECTIONS`. The
@@ -213,7 +214,7 @@ def _print(fig: dict[str, Any]) -> None:
     print(f"   ideal time      {fig['ideal_s']:.3f} s  (N x latency / concurrency)")
     print(f"   measured time   {fig['measured_s']:.3f} s  ({fig['requests_per_s']:.0f} req/s)")
     print(f"   ratio           {fig['ratio']:.3f}")
-    print(f"   client overhead {fig['overhead_pct']:.1f} %  (target < 10 %)")
+    print(f"   client overhead {fig['overhead_pct']:.1f} %  (target <= 5 %)")
     print(f"   client CPU      {fig['client_cpu_ms_per_request']:.3f} ms per request")
 
 

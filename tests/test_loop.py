@@ -68,6 +68,17 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     entries_at_kill = cache_rows(cache)
     assert entries_at_kill == usage_0["usage"]["requests"] > 0
 
+    # 1b) started again and killed a second time, while iteration 0's student trains
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (run_dir / "iter_0/.student.tmp").exists():
+        assert proc.poll() is None, "run ended before it could be interrupted in training"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run_dir / "iter_0/.done/train").exists() and not (run_dir / "iter_0/student").exists()
+    assert cache_rows(cache) == entries_at_kill  # the resumed teach stage called nothing again
+
     # 2) the same command again: it resumes, and no finished teacher call is made again
     monkeypatch.setenv("UNDO_CACHE_DIR", str(cache))
     from undo.lm import engines

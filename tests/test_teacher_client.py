@@ -4,11 +4,15 @@ server that injects faults (tests/fakes/fault_server.py)."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import re
 import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -231,6 +235,79 @@ def test_rejected_key_is_a_user_error(monkeypatch):
             backend.health_check()
         with pytest.raises(UserError, match="HTTP 401"):
             backend.complete(make_requests(3), Usage())
+
+
+class RawServer:
+    """Answers each request on a connection with the next scripted raw response: the HTTP/1.1
+    shapes real servers use that the fault server does not (chunked, no length, close, 1.0)."""
+
+    def __init__(self, responses: list[bytes]) -> None:
+        self.responses = list(responses)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://user:p%40ss@127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while self.responses:
+            conn, _ = self.sock.accept()
+            self.connections += 1
+            with conn:
+                buf = b""
+                while self.responses:
+                    while b"\r\n\r\n" not in buf:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        buf += data
+                    if b"\r\n\r\n" not in buf:
+                        break  # the client closed this connection
+                    head, _, rest = buf.partition(b"\r\n\r\n")
+                    length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                    while len(rest) < length:
+                        rest += conn.recv(65536)
+                    self.requests.append(head + b"\r\n\r\n" + rest[:length])
+                    buf = rest[length:]
+                    answer = self.responses.pop(0)
+                    conn.sendall(answer)
+                    framed = b"Content-Length" in answer or b"chunked" in answer
+                    if not framed or b"Connection: close" in answer or answer.startswith(b"HTTP/1.0"):
+                        break  # the server ends this connection
+
+
+def _answer(text: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+
+
+def test_every_http11_answer_shape_is_read_and_the_connection_reused_when_it_may():
+    bodies = [_answer(f"answer {i}") for i in range(6)]
+    chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in (bodies[1][:10], bodies[1][10:])) + \
+        b"0\r\nX-Trailer: t\r\n\r\n"
+    responses = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(bodies[0]), bodies[0]),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(bodies[2]), bodies[2]),
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + bodies[3],  # to close
+        b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(bodies[4]), bodies[4]),
+        b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(bodies[5]), bodies[5]),
+    ]
+    srv = RawServer(responses)
+    usage = Usage()
+    backend = make_backend(srv.url, concurrency=1)
+    assert "p%40ss" not in repr(backend) and "user:***@" in repr(backend)
+    results = backend.complete(make_requests(6), usage)
+    assert [r.text for r in results] == [f"answer {i}" for i in range(6)]
+    assert usage.retries == 0 and usage.completion_tokens == 12
+    # one connection for the first three answers, then a new one after each that ended its own
+    assert srv.connections == 4
+    head = srv.requests[0].decode()
+    assert head.startswith("POST /v1/chat/completions HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{srv.sock.getsockname()[1]}\r\n" in head  # no credentials in Host
+    assert "Authorization: Basic " + base64.b64encode(b"user:p@ss").decode() in head
 
 
 def test_unset_key_variable_is_named(monkeypatch):

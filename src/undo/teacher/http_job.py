@@ -6,10 +6,9 @@ are load-balanced by least-in-flight, and an endpoint that just failed cools dow
 its retries go elsewhere. A request that keeps failing stops the job only after the
 requests already in flight have finished, so their results still reach `on_result`.
 
-It speaks HTTP through httpcore (the engine under httpx) rather than
-httpx.AsyncClient: the client's request/response models, cookie jar and a shared pool
-that rescans every connection on each request (encode/httpcore#1035) cost ~1 ms CPU per
-request, which at concurrency 64 against a fast server was most of the job's time.
+It speaks HTTP through `http11` (a minimal keep-alive HTTP/1.1 connection on asyncio
+streams): at concurrency 256 against a fast server a full HTTP library's per-request CPU
+was the job's bottleneck (bench/teacher_client.py).
 
 What a job needs from its backend (model, retries, backoff, TLS, what a 4xx means) comes
 in one `JobPolicy`, so this module never reaches into the backend.
@@ -18,14 +17,11 @@ in one `JobPolicy`, so this module never reaches into the backend.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
-import importlib.util
 import json
 import logging
 import re
 import ssl
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -35,17 +31,11 @@ import httpcore
 
 from undo.errors import UserError
 from undo.teacher.base import CONTEXT_LENGTH, Completion, ProgressFn, Request, ResultFn, TeacherError, Usage
+from undo.teacher.http11 import BadResponse, DirectConnection, ProxiedConnection, Target
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429}  # plus every 5xx
-
-# httpcore looks for sniffio on every lock it creates (several per request);
-# anyio >= 4.? no longer installs it, and a failed import is not cached, so each
-# look is a full sys.path scan (~25 % of the client's CPU). Marking it absent
-# makes the failure instant; httpcore then assumes asyncio, which is what we run.
-if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-    sys.modules["sniffio"] = None  # type: ignore[assignment]
 
 # how vLLM, OpenAI, llama.cpp and TGI word it
 CONTEXT_TOO_LONG = re.compile(
@@ -57,9 +47,8 @@ CONTEXT_TOO_LONG = re.compile(
 
 @dataclass
 class Endpoint:
-    url: str  # base URL, no trailing slash
-    chat_url: bytes
-    headers: list[tuple[bytes, bytes]]  # without Content-Length
+    url: str  # base URL as shown in messages (no password), no trailing slash
+    target: Target  # where its chat requests go, with their fixed headers
     proxy: httpcore.Proxy | None
     in_flight: int = 0
     cooldown_until: float = 0.0
@@ -77,6 +66,9 @@ class JobPolicy:
     cooldown_base: float  # an endpoint's cooldown grows from this with its consecutive failures
     ssl_context: Callable[[], ssl.SSLContext]
     fatal_for_status: Callable[[str, int, bytes], Exception]  # a 4xx no retry can fix
+
+
+Connection = DirectConnection | ProxiedConnection
 
 
 class Retry(Exception):
@@ -194,8 +186,6 @@ class _Job:
         self.on_result = on_result
         self.results: list[Completion | None] = [None] * len(requests)
         self.pending: Iterator[int] = iter(range(len(requests)))  # shared: each index taken once
-        t = policy.timeout
-        self.timeouts = {"connect": min(t, 10.0), "read": t, "write": t, "pool": t}
         self.turn = 0
         self.stop = asyncio.Event()
         self.error: BaseException | None = None
@@ -206,23 +196,16 @@ class _Job:
         self.stop.set()
 
     async def worker(self) -> None:
-        # A worker's own pools, one connection per endpoint: no pool is ever shared,
-        # so none has more than one connection to scan.
-        async with contextlib.AsyncExitStack() as stack:
-            pools: dict[str, httpcore.AsyncConnectionPool] = {}
-            for ep in self.endpoints:
-                pools[ep.url] = await stack.enter_async_context(
-                    httpcore.AsyncConnectionPool(
-                        ssl_context=self.policy.ssl_context() if ep.url.startswith("https") else None,
-                        proxy=ep.proxy,
-                        max_connections=1,
-                    )
-                )
+        # A worker's own connection to each endpoint (opened on first use): nothing shared
+        conns: dict[int, Connection] = {
+            id(ep): ProxiedConnection(ep.target, self.policy.ssl_context, ep.proxy) if ep.proxy
+            else DirectConnection(ep.target, self.policy.ssl_context) for ep in self.endpoints}
+        try:
             for i in self.pending:
                 if self.stop.is_set():
                     return
                 try:
-                    c = await self.one(pools, i)
+                    c = await self.one(conns, i)
                     self.results[i] = c
                     self.usage.add(c)
                     if self.on_result is not None:
@@ -234,6 +217,9 @@ class _Job:
                 except Exception as e:  # any failure ends the job, once in-flight work is done
                     self.fail(e)
                     return
+        finally:
+            for conn in conns.values():
+                await conn.aclose()
 
     def pick(self, avoid: Endpoint | None) -> Endpoint:
         eps = self.endpoints
@@ -266,7 +252,7 @@ class _Job:
             payload["seed"] = req.sample_index
         return json.dumps(payload, ensure_ascii=False).encode()
 
-    async def one(self, pools: dict[str, httpcore.AsyncConnectionPool], i: int) -> Completion:
+    async def one(self, conns: dict[int, Connection], i: int) -> Completion:
         body = self.body(self.requests[i])
         policy = self.policy
         last: Endpoint | None = None
@@ -274,7 +260,7 @@ class _Job:
         for attempt in range(policy.max_retries + 1):
             ep = self.pick(avoid=last)
             try:
-                c = await self.attempt(pools[ep.url], ep, body)
+                c = await self.attempt(conns[id(ep)], ep, body)
                 ep.consecutive_failures = 0
                 return c
             except Retry as r:
@@ -311,31 +297,22 @@ class _Job:
                     pass
         raise AssertionError("unreachable")
 
-    async def attempt(self, pool: httpcore.AsyncConnectionPool, ep: Endpoint, body: bytes) -> Completion:
+    async def attempt(self, conn: Connection, ep: Endpoint, body: bytes) -> Completion:
         ep.in_flight += 1
+        t = self.policy.timeout
         try:
-            resp = await pool.request(
-                b"POST",
-                ep.chat_url,
-                headers=[*ep.headers, (b"Content-Length", str(len(body)).encode())],
-                content=body,
-                extensions={"timeout": self.timeouts},
-            )
-        except httpcore.TimeoutException:
-            raise Retry("timeout", f"no answer within {self.policy.timeout:g} s") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.ProxyError) as e:
+            resp = await conn.post(body, min(t, 10.0), t)
+        except (TimeoutError, asyncio.TimeoutError):  # the same class from 3.11 on
+            raise Retry("timeout", f"no answer within {t:g} s") from None
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadResponse, ValueError) as e:
             raise Retry("connection", f"{type(e).__name__}: {e}"[:200]) from None
         finally:
             ep.in_flight -= 1
         code = resp.status
         if 300 <= code < 400:  # not followed: a redirected POST loses its body on many servers
-            location = next((v.decode("latin-1") for k, v in resp.headers if k.lower() == b"location"), "?")
-            raise redirected(ep.url, location)
+            raise redirected(ep.url, resp.headers.get("location", "?"))
         if code >= 500 or code in RETRY_STATUS:
-            retry_after = next(
-                (v.decode("latin-1") for k, v in resp.headers if k.lower() == b"retry-after"),
-                None,
-            )
+            retry_after = resp.headers.get("retry-after")
             detail = f"HTTP {code}: {error_message(resp.content)}"
             raise Retry(str(code), detail, parse_retry_after(retry_after))
         if code in (400, 413, 422) and (code == 413 or CONTEXT_TOO_LONG.search(error_message(resp.content))):

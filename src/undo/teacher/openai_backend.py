@@ -7,6 +7,7 @@ check; one batch of requests runs as a worker pool in `http_job`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import os
 import random
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import httpcore
 import httpx
 
-from undo.config import TeacherConfig
+from undo.config import TeacherConfig, redact_url
 from undo.errors import UserError
 from undo.teacher.base import (
     Completion,
@@ -30,6 +31,7 @@ from undo.teacher.base import (
     Usage,
     register_backend,
 )
+from undo.teacher.http11 import Target
 from undo.teacher.http_job import Endpoint, JobPolicy, error_message, redirected, run_job
 
 T = TypeVar("T")
@@ -102,7 +104,7 @@ class OpenAIBackend:
             parts = urllib.parse.urlsplit(u)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise UserError(
-                    f"teacher.openai.base_url {u!r} is not an http(s) URL "
+                    f"teacher.openai.base_url {redact_url(u)!r} is not an http(s) URL "
                     "(e.g. http://localhost:8000/v1)"
                 )
         self.model = cfg.model
@@ -126,7 +128,7 @@ class OpenAIBackend:
             self._api_key = _Secret(value)
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model!r}, base_urls={self.base_urls!r})"
+        return f"OpenAIBackend(model={self.model!r}, base_urls={[redact_url(u) for u in self.base_urls]!r})"
 
     # --- shared helpers ----------------------------------------------------
 
@@ -191,7 +193,7 @@ class OpenAIBackend:
         if self.model not in served:
             listing = ", ".join(served[:20]) + (" ..." if len(served) > 20 else "")
             raise UserError(
-                f"teacher model '{self.model}' is not served by {url}; it serves: "
+                f"teacher model '{self.model}' is not served by {redact_url(url)}; it serves: "
                 f"{listing or '(nothing)'} (set teacher.model to one of these)"
             )
 
@@ -213,22 +215,22 @@ class OpenAIBackend:
             resp = client.request(method, url + path, **kw)
         except httpx.TimeoutException:
             raise UserError(
-                f"teacher endpoint {url} is unreachable: no answer within {HEALTH_TIMEOUT:.0f} s "
+                f"teacher endpoint {redact_url(url)} is unreachable: no answer within {HEALTH_TIMEOUT:.0f} s "
                 "(is the server running?)"
             ) from None
         except httpx.TransportError as e:
             raise UserError(
-                f"teacher endpoint {url} is unreachable: {e} (is the server running?)"
+                f"teacher endpoint {redact_url(url)} is unreachable: {e} (is the server running?)"
             ) from None
         if resp.is_redirect:  # a POST is not re-sent across a redirect: the URL must be the final one
-            raise redirected(url, resp.headers.get("location", "?"))
+            raise redirected(redact_url(url), resp.headers.get("location", "?"))
         return resp
 
     def _health_status_error(self, url: str, resp: httpx.Response) -> Exception:
         if resp.status_code in (401, 403, 404):
-            return self._fatal_for_status(url, resp.status_code, resp.content)
+            return self._fatal_for_status(redact_url(url), resp.status_code, resp.content)
         return UserError(
-            f"teacher endpoint {url} is not ready (HTTP {resp.status_code}: "
+            f"teacher endpoint {redact_url(url)} is not ready (HTTP {resp.status_code}: "
             f"{error_message(resp.content)})"
         )
 
@@ -252,16 +254,27 @@ class OpenAIBackend:
     def _endpoints(self) -> list[Endpoint]:
         eps = []
         for url in self.base_urls:
-            host = urllib.parse.urlsplit(url).netloc
+            parts = urllib.parse.urlsplit(url)
+            host = parts.hostname or ""
+            tls = parts.scheme == "https"
+            port = parts.port or (443 if tls else 80)
+            host_header = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
             headers = [
-                (b"Host", host.encode()),
+                (b"Host", host_header.encode()),
                 (b"Content-Type", b"application/json"),
                 (b"Accept", b"application/json"),
-                (b"Accept-Encoding", b"identity"),  # httpcore does not decompress
+                (b"Accept-Encoding", b"identity"),  # answers are read as they come, never decompressed
             ]
             headers += [(k.encode(), v.encode()) for k, v in self._headers().items()]
-            chat = (url + "/chat/completions").encode()
-            eps.append(Endpoint(url, chat, headers, _proxy_for(url)))
+            if parts.username is not None and self._api_key is None:  # user:password@host, as httpx does
+                login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+                headers.append((b"Authorization", b"Basic " + base64.b64encode(login.encode())))
+            path = (parts.path.rstrip("/") + "/chat/completions").encode()
+            head = b"POST %s HTTP/1.1\r\n%s" % (path, b"".join(b"%s: %s\r\n" % kv for kv in headers))
+            chat_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1],
+                                                parts.path.rstrip("/") + "/chat/completions", "", ""))
+            target = Target(host, port, tls, head, chat_url.encode(), headers)
+            eps.append(Endpoint(redact_url(url), target, _proxy_for(url)))  # its name is shown
         return eps
 
     async def _complete(
