@@ -411,11 +411,11 @@ def train_student(
     if progress:
         trainer.add_callback(_progress_callback())
 
+    if resume_from is not None:
+        log.info("training resumes from %s of a killed run", resume_from.name)
     t1 = time.perf_counter()
     with quiet_deprecations():
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    if resume_from is not None:
-        log.info("training resumed from %s", resume_from.name)
     train_s = time.perf_counter() - t1
 
     history = trainer.state.log_history
