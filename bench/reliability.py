@@ -55,8 +55,10 @@ def cache_rows(cache: Path) -> int:
 
 
 def billed_requests(run: Path) -> int:
-    """Teacher requests answered by the model (not the cache), summed over invocations."""
-    return sum(json.loads(p.read_text())["usage"]["requests"] for p in run.glob("iter_*/teacher_usage.json"))
+    """Teacher requests answered by the model (not the cache) as recorded so far: a finished
+    stage's usage (summed over its invocations), or an unfinished one's partial record."""
+    n = sum(json.loads(p.read_text())["usage"]["requests"] for p in run.glob("iter_*/teacher_usage.json"))
+    return n + sum(json.loads(p.read_text())["requests"] for p in run.glob("iter_*/teacher_usage.partial.json"))
 
 
 def outcome(run: Path) -> dict[str, Any]:
@@ -103,7 +105,8 @@ def kill_trials(work: Path, trials: int, seed: int) -> dict[str, Any]:
     ref_cache = work / "cache-reference"
     wall = run_to_end(ref_cfg, ref_cache)
     ref = work / "runs" / "reference"
-    expected, ref_rows, ref_billed = outcome(ref), cache_rows(ref_cache), billed_requests(ref)
+    expected, ref_rows = outcome(ref), cache_rows(ref_cache)
+    assert billed_requests(ref) == ref_rows, "the reference run asked the model once per completion"
     print(f"reference run: {wall:.0f} s, {ref_rows} teacher completions, {expected}", flush=True)
     results = []
     for i in range(trials):
@@ -118,6 +121,7 @@ def kill_trials(work: Path, trials: int, seed: int) -> dict[str, Any]:
         p.wait()
         stage = last_stage(run)
         rows_at_kill = cache_rows(cache) if (cache / "completions.sqlite").exists() else 0
+        billed_before = billed_requests(run)
         t0 = time.perf_counter()
         run_to_end(cfg, cache)
         got = outcome(run)
@@ -125,8 +129,9 @@ def kill_trials(work: Path, trials: int, seed: int) -> dict[str, Any]:
             "trial": i, "kill_at_s": round(at, 1), "after_stage": stage, "finished_before_kill": finished_first,
             "completions_at_kill": rows_at_kill, "resume_s": round(time.perf_counter() - t0, 1),
             "metrics_identical": got == expected, "completions": cache_rows(cache),
-            # every request the model answered, over both invocations, beyond the reference's
-            "repeated_completions": billed_requests(run) - ref_billed,
+            # what the resumed invocation had the model answer, beyond what was not yet cached at
+            # the kill: a completion finished before the kill and asked of the model again
+            "repeated_completions": (billed_requests(run) - billed_before) - (ref_rows - rows_at_kill),
         }
         if not trial["metrics_identical"]:
             trial["metrics"] = got
