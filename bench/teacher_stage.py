@@ -8,6 +8,8 @@ train attempts, history and profile), sends them to a fresh in-process teacher w
 completion cache, and prints wall time, requests, tokens and verdicts per stage. Two
 cores: run it alone. To measure an older undo on the same requests, put its source first:
 PYTHONPATH=<old checkout>/src .venv/bin/python bench/teacher_stage.py runs/demo
+To measure the same requests against an OpenAI-compatible server (llama.cpp, vLLM) instead:
+    .venv/bin/python bench/teacher_stage.py runs/demo --base-url http://127.0.0.1:8080/v1 --concurrency 8
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("run", type=Path, help="a finished run folder with iter_1")
     ap.add_argument("--stage", choices=["explain", "refine", "both"], default="both")
+    ap.add_argument("--base-url", help="an OpenAI-compatible server to send the requests to instead")
+    ap.add_argument("--concurrency", type=int, default=8, help="with --base-url")
     a = ap.parse_args()
     cfg = load_config(a.run / "config.yaml")
     store = RunStore(a.run)
@@ -57,7 +61,15 @@ def main() -> None:
                                         cfg.teacher.check_steps, cfg.teacher.show_attempt)
     # older undo (PYTHONPATH=<old checkout>/src, to measure the old path) had no seed argument
     seed = {"seed": cfg.seed} if "seed" in inspect.signature(generate_rationales).parameters else {}
-    teacher = LocalBackend(cfg.teacher)
+    if a.base_url:
+        from undo.config import OpenAIConfig
+        from undo.teacher.openai_backend import OpenAIBackend
+
+        served = cfg.teacher.model_copy(update={"backend": "openai", "openai": OpenAIConfig(
+            base_url=a.base_url, concurrency=a.concurrency, timeout=600)})
+        teacher = OpenAIBackend(served)
+    else:
+        teacher = LocalBackend(cfg.teacher)
     t = time.perf_counter()
     teacher.health_check()  # loads the model
     print(f"teacher load: {time.perf_counter() - t:.1f} s")
