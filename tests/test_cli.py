@@ -74,7 +74,8 @@ def test_data_unknown_task_is_one_line():
     r = undo("data", "nosuch")
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.strip().splitlines() == [
-        "error: unknown task 'nosuch'; known tasks: commonsenseqa, file, gsm8k, gym, strategyqa, svamp"]
+        "error: config: config key 'task.name': unknown task; known: commonsenseqa, file, gsm8k, gym, "
+        "strategyqa, svamp (got 'nosuch')"]
 
 
 def test_grade_counts_and_details(tmp_path):
