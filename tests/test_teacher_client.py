@@ -289,7 +289,8 @@ def test_every_http11_answer_shape_is_read_and_the_connection_reused_when_it_may
         b"0\r\nX-Trailer: t\r\n\r\n"
     responses = [
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(bodies[0]), bodies[0]),
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked,
+        b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + chunked,
         b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(bodies[2]), bodies[2]),
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + bodies[3],  # to close
         b"HTTP/1.0 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(bodies[4]), bodies[4]),

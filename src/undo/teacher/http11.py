@@ -85,11 +85,14 @@ class DirectConnection:
     async def _exchange(self, body: bytes) -> Response:
         assert self.reader is not None and self.writer is not None
         self.writer.write(b"%sContent-Length: %d\r\n\r\n%s" % (self.target.head, len(body), body))
-        head = await self.reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
-            raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+        while True:  # an interim 1xx answer (103 Early Hints from a CDN) precedes the real one
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split(" ", 2)
+            if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+                raise BadResponse(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+            if not 100 <= int(parts[1]) < 200:
+                break
         headers: dict[str, str] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
