@@ -12,8 +12,10 @@ proxy keeps httpcore, which speaks proxies (`ProxiedConnection`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import sys
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -37,14 +39,33 @@ class Response:
 
 @dataclass
 class Target:
-    """Where one endpoint's chat requests go."""
+    """Where one endpoint's chat requests go, and the fixed part of each request."""
 
     host: str
     port: int
     tls: bool
-    head: bytes  # request line and fixed headers, up to (not including) Content-Length
-    url: bytes = b""  # the absolute URL, for the proxied path
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # the fixed headers, for httpcore
+    url: bytes  # the absolute URL without credentials, for the proxied path
+    headers: list[tuple[bytes, bytes]]  # fixed headers, Host first; Content-Length is per request
+    head: bytes = field(init=False)  # request line and fixed headers, as sent
+
+    def __post_init__(self) -> None:
+        path = urllib.parse.urlsplit(self.url.decode()).path.encode() or b"/"
+        self.head = b"POST %s HTTP/1.1\r\n%s" % (path, b"".join(b"%s: %s\r\n" % kv for kv in self.headers))
+
+    @classmethod
+    def post_to(cls, url: str, headers: dict[str, str]) -> Target:
+        """A target for POSTs to `url`. Credentials in it (user:password@host) become Basic
+        auth unless `headers` already authorize, as httpx does; they never reach the Host line."""
+        parts = urllib.parse.urlsplit(url)
+        host, tls = parts.hostname or "", parts.scheme == "https"
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+        fixed = [("Host", netloc), *headers.items(), ("Accept-Encoding", "identity")]  # never decompressed
+        if parts.username is not None and not any(k.lower() == "authorization" for k in headers):
+            login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+            fixed.append(("Authorization", "Basic " + base64.b64encode(login.encode()).decode()))
+        clean = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        return cls(host, parts.port or (443 if tls else 80), tls, clean.encode(),
+                   [(k.encode(), v.encode()) for k, v in fixed])
 
 
 async def within(seconds: float, work: Awaitable[T]) -> T:

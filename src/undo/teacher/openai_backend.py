@@ -7,7 +7,6 @@ check; one batch of requests runs as a worker pool in `http_job`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import os
 import random
@@ -255,26 +254,9 @@ class OpenAIBackend:
         eps = []
         for url in self.base_urls:
             parts = urllib.parse.urlsplit(url)
-            host = parts.hostname or ""
-            tls = parts.scheme == "https"
-            port = parts.port or (443 if tls else 80)
-            host_header = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
-            headers = [
-                (b"Host", host_header.encode()),
-                (b"Content-Type", b"application/json"),
-                (b"Accept", b"application/json"),
-                (b"Accept-Encoding", b"identity"),  # answers are read as they come, never decompressed
-            ]
-            headers += [(k.encode(), v.encode()) for k, v in self._headers().items()]
-            if parts.username is not None and self._api_key is None:  # user:password@host, as httpx does
-                login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-                headers.append((b"Authorization", b"Basic " + base64.b64encode(login.encode())))
-            path = (parts.path.rstrip("/") + "/chat/completions").encode()
-            head = b"POST %s HTTP/1.1\r\n%s" % (path, b"".join(b"%s: %s\r\n" % kv for kv in headers))
-            chat_url = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rsplit("@", 1)[-1],
-                                                parts.path.rstrip("/") + "/chat/completions", "", ""))
-            target = Target(host, port, tls, head, chat_url.encode(), headers)
-            eps.append(Endpoint(redact_url(url), target, _proxy_for(url)))  # its name is shown
+            chat = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
+            headers = {"Content-Type": "application/json", "Accept": "application/json", **self._headers()}
+            eps.append(Endpoint(redact_url(url), Target.post_to(chat, headers), _proxy_for(url)))  # name shown
         return eps
 
     async def _complete(
