@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -34,6 +35,13 @@ Positive = Annotated[float, Field(gt=0)]
 Dtype = Literal["float32", "bfloat16", "float16"] | None
 
 
+def _registered(name: str, known: Collection[str], what: str) -> str:
+    """`name` if a registry (tasks, answer types, backends) holds it; else the one-line error."""
+    if name not in known:
+        raise ValueError(f"unknown {what}; known: {', '.join(sorted(known))}")
+    return name
+
+
 class TaskConfig(Section):
     name: str = "svamp"
     # hub id (default for the task), or a local file/folder in the original format
@@ -53,18 +61,14 @@ class TaskConfig(Section):
     def _known_task(cls, v: str) -> str:
         from undo.tasks import TASKS  # deferred, like grading's answer types
 
-        if v not in TASKS:
-            raise ValueError(f"unknown task; known: {', '.join(sorted(TASKS))}")
-        return v
+        return _registered(v, TASKS, "task")
 
     @field_validator("answer_type")
     @classmethod
     def _known_answer_type(cls, v: str | None) -> str | None:
         from undo.grading import ANSWER_TYPES  # deferred: keeps config free of import cycles
 
-        if v is not None and v not in ANSWER_TYPES:
-            raise ValueError(f"unknown answer type; known: {', '.join(sorted(ANSWER_TYPES))}")
-        return v
+        return v if v is None else _registered(v, ANSWER_TYPES, "answer type")
 
 
 class SplitsConfig(Section):
@@ -143,9 +147,7 @@ class TeacherConfig(Section):
     def _known_backend(cls, v: str) -> str:
         from undo.teacher import backend_names  # deferred, like grading's answer types
 
-        if v not in backend_names():
-            raise ValueError(f"unknown teacher backend; known: {', '.join(sorted(backend_names()))}")
-        return v
+        return _registered(v, backend_names(), "teacher backend")
 
     @model_validator(mode="before")
     @classmethod
@@ -204,9 +206,7 @@ class StudentConfig(Section):
     def _known_engine(cls, v: str) -> str:
         from undo.lm.engines import ENGINES  # deferred, like grading's answer types
 
-        if v not in ENGINES:
-            raise ValueError(f"unknown inference backend; known: {', '.join(ENGINES)}")
-        return v
+        return _registered(v, ENGINES, "inference backend")
 
 
 class TrainConfig(Section):
