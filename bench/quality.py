@@ -11,6 +11,7 @@ and the plot bench/quality_<label>.png.
 
     .venv/bin/python bench/quality.py                       # the offline default (gym chain_sum)
     .venv/bin/python bench/quality.py --preset svamp        # SVAMP: 700-question pool, 300 test
+    .venv/bin/python bench/quality.py --iters 2 --label chain_sum-iters2   # two UNDO iterations
     nohup .venv/bin/python bench/quality.py > bench/out/quality.log 2>&1 &   # in the background
 
 Everything resumes: re-running skips finished stages (teacher calls are cached too).
@@ -119,9 +120,12 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=None, help="default: the preset's")
     ap.add_argument("--iters", type=int, default=1, help="UNDO iterations after one-shot (each ~5 min a seed)")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
+    ap.add_argument("--label", default=None,
+                    help="output name (default: the preset's): out/quality/<label>, quality_<label>.png")
     args = ap.parse_args()
     config, preset = PRESETS[args.preset]
-    out_dir = ROOT / "out" / "quality" / args.preset
+    label = args.label or args.preset
+    out_dir = ROOT / "out" / "quality" / label
     sizes = [f"splits.{k}={v}" for k, v in (("train", args.train), ("val", args.val), ("test", args.test))
              if v is not None]
     t0 = time.time()
@@ -147,7 +151,7 @@ def main() -> None:
                           **{arm: sum(v.values()) / len(v) for arm, v in arms.items()}})
         print(json.dumps(seed_rows[-1]), flush=True)
     results: dict[str, Any] = {
-        "preset": args.preset, "seeds": args.seeds, "sizes": used, "iters": args.iters,
+        "preset": args.preset, "label": label, "seeds": args.seeds, "sizes": used, "iters": args.iters,
         "overrides": [*preset, *args.set], "per_seed": seed_rows,
         "undo_best_vs_matched": pooled(per_seed, "matched", "undo_best"),
         "undo_best_vs_oneshot": pooled(per_seed, "iter_0", "undo_best"),
@@ -158,10 +162,11 @@ def main() -> None:
         if all(f"iter_{k}" in arms for arms in per_seed):
             results[f"iter_{k}_vs_matched"] = pooled(per_seed, "matched", f"iter_{k}")
     (out_dir / "results.json").write_text(json.dumps(results, indent=2))
-    png = ROOT / f"quality_{args.preset}.png"
-    plot(per_seed, args.iters, args.preset, png)
+    png = ROOT / f"quality_{label}.png"
+    plot(per_seed, args.iters, label, png)
     shown = ", ".join(f"{k} {v}" for k, v in used.items())
-    lines = [f"# {args.preset}: seeds {args.seeds}, {shown} questions per seed, iterations 0..{args.iters}", "",
+    lines = [f"# {label} (preset {args.preset}): seeds {args.seeds}, {shown} questions per seed, "
+             f"iterations 0..{args.iters}", "",
              "| arm | pooled test acc [95 % CI] | per seed |", "|---|---|---|"]
     arms_shown = ["base", "iter_0", "matched", *[f"iter_{k}" for k in range(1, args.iters + 1)], "undo_best"]
     for arm in arms_shown:
