@@ -47,6 +47,9 @@ VARIANTS: dict[str, list[str]] = {
     "replace": ["loop.mix=replace"],
     "refine-stepwise": [f"teacher.prompts.refine={REFINE_STEPWISE}"],
     "no-profile": ["loop.val_errors_shown=0"],
+    # continue from the one-shot student for the full 3 epochs: the final student then has as
+    # many optimizer steps behind it as the matched-steps baseline (section 9)
+    "continue-3": ["loop.student_init=continue"],
 }
 
 
@@ -67,7 +70,8 @@ def main() -> None:
               f"loop.max_iterations={args.iters}", "loop.eval_base=false"]
     shared = load_config(DEMO, [*common, "name=iter0", "loop.method=oneshot"])
     UndoRun(shared).run()  # the shared iteration 0
-    results = {}
+    # variants measured by earlier invocations stay in the table (same shared iteration 0)
+    results = json.loads((OUT / "method.json").read_text()) if (OUT / "method.json").exists() else {}
     for name, extra in VARIANTS.items():
         if args.only and name not in args.only:
             continue
