@@ -7,6 +7,11 @@ refinement with the demo config's 3-shot turns, and each is judged as the loop w
 
     .venv/bin/python bench/refine_probe.py bench/out/method/steps-on/iter_1/attempts_train.jsonl \
         [--template bench/prompts/refine.finer.j2] [--show-attempt true|false]
+        [--split-examples N --explain-template bench/prompts/explain.split.j2]
+
+--split-examples N replaces the worked examples with N chain sums of three two-digit terms
+written in split steps (each term's tens, then its ones: "71 + 90 = 161", "161 + 3 = 164"),
+to see whether the teacher can be shown a finer format for the questions a student failed.
 
 The demo config's splits must be the ones the attempts were made on (seed 0, train 100).
 """
@@ -32,19 +37,55 @@ from undo.teacher.rationale import _judge, _messages, _sampling, few_shot_exampl
 DEMO = Path(__file__).resolve().parents[1] / "src" / "undo" / "configs" / "demo.yaml"
 
 
+def _terms(question: str) -> list[str]:
+    """'... problem: 66 - 16 + 15 =' -> ['66', '-', '16', '+', '15']"""
+    return question.rsplit(":", 1)[-1].replace("=", "").split()
+
+
+def _split_steps(question: str) -> str:
+    """A chain sum solved one term's tens, then its ones, at a time."""
+    terms = _terms(question)
+    total, lines = int(terms[0]), []
+    for op, term in zip(terms[1::2], terms[2::2], strict=True):
+        t = int(term)
+        for part in ([t // 10 * 10, t % 10] if t >= 10 and t % 10 else [t]):
+            new = total + part if op == "+" else total - part
+            lines.append(f"{total} {op} {part} = {new}")
+            total = new
+    return "\n".join([*lines, f"The answer is {total}."])
+
+
+def _has_split_step(question: str, text: str) -> bool:
+    """A line 'a + b = c' whose b is not a term of the question: a term was split."""
+    terms = set(_terms(question)[::2])
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 5 and parts[1] in ("+", "-") and parts[3] == "=" and parts[2] not in terms:
+            return True
+    return False
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("attempts", type=Path)
     ap.add_argument("--template", help="a refine template path (default: the shipped concise one)")
     ap.add_argument("--show-attempt", default="true", choices=["true", "false"])
+    ap.add_argument("--split-examples", type=int, default=0, help="N worked examples in split steps")
+    ap.add_argument("--explain-template", help="the template the worked examples are asked with")
     args = ap.parse_args()
     # train 100, as when the probe was measured (the demo itself trains on 80)
     overrides = ["splits.train=100", f"teacher.show_attempt={args.show_attempt}"]
     if args.template:
         overrides.append(f"teacher.prompts.refine={args.template}")
+    if args.explain_template:
+        overrides.append(f"teacher.prompts.explain={args.explain_template}")
     cfg = load_config(DEMO, overrides)
     train = make_splits(cfg.task, cfg.splits, cfg.seed)["train"]
     shots = few_shot_examples(train, cfg.teacher.few_shot)
+    if args.split_examples:
+        three_digit_terms = [r for r in train if all(int(t) >= 10 for t in _terms(r.question)[::2])]
+        shots = [{"question": r.prompt(), "rationale": _split_steps(r.question)}
+                 for r in three_digit_terms[:args.split_examples]]
     diag = {a["id"]: a for a in read_jsonl(args.attempts)}
     items = refine_items(train, diag, {}, None, False, cfg.teacher.check_steps, cfg.teacher.show_attempt)
     requests = [Request(_messages(it, "refine", cfg.teacher, shots), _sampling(cfg.teacher, 0), 0)
@@ -53,8 +94,13 @@ def main() -> None:
     teacher.health_check()
     usage, t0 = Usage(), time.time()
     completions = teacher.complete(requests, usage)
-    reasons = Counter(_judge(it, "refine", c.text, c.finish_reason, True)[1]
-                      for it, c in zip(items, completions, strict=True))
+    pairs = list(zip(items, completions, strict=True))
+    verdicts = [_judge(it, "refine", c.text, c.finish_reason, True)[1] for it, c in pairs]
+    split = [v for (it, c), v in zip(pairs, verdicts, strict=True)
+             if _has_split_step(it.record.question, c.text)]
+    print(f"{len(split)} of {len(items)} refinements contain a split step (a term not in the question), "
+          f"{split.count('ok')} of them verified")
+    reasons = Counter(verdicts)
     print(f"{len(items)} failed questions, {time.time() - t0:.1f} s: {dict(reasons)}")
     for it, c in list(zip(items, completions, strict=True))[:5]:
         print(f"--- {it.record.question}\n{c.text}")
