@@ -68,7 +68,11 @@ def main() -> None:
     common = [f"output.dir={OUT}", "splits.train=100", f"splits.val={args.val}", f"splits.test={args.test}",
               "loop.patience=99",
               f"loop.max_iterations={args.iters}", "loop.eval_base=false"]
-    shared = load_config(DEMO, [*common, "name=iter0", "loop.method=oneshot"])
+    shared_file = OUT / "iter0" / "config.yaml"
+    # the shared iteration 0 keeps the config it was made with (later demo edits touched only
+    # keys a one-shot run does not use, such as loop.student_init)
+    shared = load_config(shared_file, [f"output.dir={OUT}"]) if shared_file.exists() else \
+        load_config(DEMO, [*common, "name=iter0", "loop.method=oneshot"])
     UndoRun(shared).run()  # the shared iteration 0
     # variants measured by earlier invocations stay in the table (same shared iteration 0)
     results = json.loads((OUT / "method.json").read_text()) if (OUT / "method.json").exists() else {}
