@@ -139,8 +139,8 @@ def main() -> None:
         old_tree = export(args.old, Path(tmp))
         head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
                               check=True, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src", "bench"],
-                               check=True, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no",
+                                "src", "bench"], check=True, capture_output=True, text=True).stdout.strip()
         new_label = head + ("+changes" if dirty else "")
         sides["old"] = measure(old_tree, args.quick)
         for dtype in ("float32", "bfloat16"):
