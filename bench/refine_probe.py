@@ -32,7 +32,7 @@ from undo.runstore import read_jsonl  # noqa: E402
 from undo.tasks import make_splits  # noqa: E402
 from undo.teacher import build_backend  # noqa: E402
 from undo.teacher.base import Request, Usage  # noqa: E402
-from undo.teacher.rationale import _judge, _messages, _sampling, few_shot_examples  # noqa: E402
+from undo.teacher.rationale import _judge, _messages, _sampling, few_shot_examples, with_answer_line  # noqa: E402
 
 DEMO = Path(__file__).resolve().parents[1] / "src" / "undo" / "configs" / "demo.yaml"
 
@@ -72,6 +72,8 @@ def main() -> None:
     ap.add_argument("--show-attempt", default="true", choices=["true", "false"])
     ap.add_argument("--split-examples", type=int, default=0, help="N worked examples in split steps")
     ap.add_argument("--explain-template", help="the template the worked examples are asked with")
+    ap.add_argument("--iteration0", type=Path,
+                    help="a rationales.jsonl of iteration 0: count verified refinements equal to its text")
     args = ap.parse_args()
     # train 100, as when the probe was measured (the demo itself trains on 80)
     overrides = ["splits.train=100", f"teacher.show_attempt={args.show_attempt}"]
@@ -102,6 +104,11 @@ def main() -> None:
           f"{split.count('ok')} of them verified")
     reasons = Counter(verdicts)
     print(f"{len(items)} failed questions, {time.time() - t0:.1f} s: {dict(reasons)}")
+    if args.iteration0:
+        first = {r["id"]: (r["rationale"] or "").strip() for r in read_jsonl(args.iteration0)}
+        ok = [(it, c) for (it, c), v in zip(pairs, verdicts, strict=True) if v == "ok"]
+        same = sum(with_answer_line(c.text, it.record).strip() == first.get(it.record.id) for it, c in ok)
+        print(f"{same} of {len(ok)} verified refinements are iteration 0's rationale, word for word")
     for it, c in list(zip(items, completions, strict=True))[:5]:
         print(f"--- {it.record.question}\n{c.text}")
 
