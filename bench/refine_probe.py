@@ -7,8 +7,11 @@ refinement with the demo config's 3-shot turns, and each is judged as the loop w
 
     .venv/bin/python bench/refine_probe.py bench/out/method/steps-on/iter_1/attempts_train.jsonl \
         [--template bench/prompts/refine.finer.j2] [--show-attempt true|false]
-        [--split-examples N --explain-template bench/prompts/explain.split.j2]
+        [--split-examples N --explain-template bench/prompts/explain.split.j2
+         --template bench/prompts/refine.split.j2]
+        [--iteration0 bench/out/method/steps-on/iter_0/rationales.jsonl]
 
+--iteration0 counts the verified refinements that are iteration 0's rationale word for word.
 --split-examples N replaces the worked examples with N chain sums of three two-digit terms
 written in split steps (each term's tens, then its ones: "71 + 90 = 161", "161 + 3 = 164"),
 to see whether the teacher can be shown a finer format for the questions a student failed.
