@@ -33,19 +33,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from student import matmul_flops  # noqa: E402  (the same yardstick bench/student.py prints)
+
 TEACHER = "qwen2.5-coder-0.5b-instruct"
-
-
-def matmul_gflops(dtype_name: str, n: int, reps: int = 5) -> float:
-    import torch
-
-    dtype = getattr(torch, dtype_name)
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    torch.mm(a, b)  # warm-up (and oneDNN's kernel choice)
-    t = time.perf_counter()
-    for _ in range(reps):
-        torch.mm(a, b)
-    return 2 * n**3 * reps / (time.perf_counter() - t) / 1e9
 
 
 def cpu_flags() -> set[str]:
@@ -145,7 +136,7 @@ def main() -> None:
         sides["old"] = measure(old_tree, args.quick)
         for dtype in ("float32", "bfloat16"):
             for n in (2048, 4096):
-                peaks[f"{dtype}_{n}"] = matmul_gflops(dtype, n)
+                peaks[f"{dtype}_{n}"] = matmul_flops("cpu", n, dtype=dtype) / 1e9
         sides["new"] = measure(ROOT, args.quick)
     n_teacher = teacher_params()
     n_student = (sides["new"]["student_params"] or 0) * 1e6

@@ -33,11 +33,11 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def matmul_flops(device: str, n: int = 4096, reps: int = 5) -> float:
+def matmul_flops(device: str, n: int = 4096, reps: int = 5, dtype: str = "float32") -> float:
     import torch
 
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+    a = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
+    b = torch.randn(n, n, device=device, dtype=getattr(torch, dtype))
     torch.mm(a, b)  # warm-up
     _sync(device)
     t = time.perf_counter()
