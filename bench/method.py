@@ -23,8 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from undo.config import config_to_yaml, load_config  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
-from undo.report import accuracy_ci, paired_bootstrap  # noqa: E402
 from undo.runstore import read_json, read_jsonl, write_atomic  # noqa: E402
+from undo.stats import accuracy_ci, paired_bootstrap  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 OUT = ROOT / "out" / "method"

@@ -1,19 +1,30 @@
-"""The measured comparison: base, one-shot, one-shot with matched steps, UNDO per iteration.
+"""The fair comparison: every arm gets the same chances, on seeds no choice was made on.
 
-Per seed (the seed drives the generated splits, the teacher's sampling and training):
-  1. an UNDO run that measures every iteration up to --iters (patience off), best by val;
-  2. a one-shot run trained for as many optimizer steps as that UNDO run used in total.
-Base and one-shot are the UNDO run's base evaluation and iteration 0, so all arms of a
-seed answer the same test questions. Differences are paired bootstrap 95 % CIs over
-questions, pooled across seeds (each seed contributes its own test questions), with
-the per-seed figures beside them. Writes bench/out/quality/<label>/results.{json,md}
-and the plot bench/quality_<label>.png.
+Arms, per seed (the seed drives the generated splits, the teacher's sampling and training):
+  base          the untrained student
+  oneshot       one-shot distillation at the config's epochs (= UNDO's iteration 0)
+  oneshot_eN    one-shot at N epochs, for each N of --epochs (2x and 3x the config's by default:
+                also the matched-steps baselines; UNDO's total steps are printed beside them)
+  oneshot_best  the one-shot arm whose epochs win on val (ties: fewer epochs), as UNDO's
+                iteration is chosen on val
+  undo_K        UNDO iteration K (teacher refinements of the failed train questions)
+  undo_best     UNDO's best iteration by val (iteration 0 included)
+  repeat_K      UNDO-repeat (`loop.refine=repeat`): the same loop, every refinement replaced by
+                the question's previous verified rationale (refine_samples copies), trained for
+                exactly UNDO's optimizer steps of that iteration: it separates the teacher's new
+                explanation from more training on the failed questions plus the student's traces
+  repeat_best   UNDO-repeat's best iteration by val
+UNDO-repeat and the one-shot grid reuse the UNDO run's splits and iteration 0 (copied), so
+every arm of a seed answers the same questions. Each difference gets a hierarchical
+bootstrap 95 % CI (seeds resampled, then questions within each: training noise and question
+noise), printed beside its per-seed values. Final figures use --seeds (default FINAL_SEEDS,
+never used for a choice); DEV_SEEDS served every method choice (bench/method.py, RESULTS).
 
-    .venv/bin/python bench/quality.py                       # the offline default (gym chain_sum)
-    .venv/bin/python bench/quality.py --preset svamp        # SVAMP: 700-question pool, 300 test
-    .venv/bin/python bench/quality.py --iters 2 --label chain_sum-iters2   # two UNDO iterations
-    nohup .venv/bin/python bench/quality.py > bench/out/quality.log 2>&1 &   # in the background
+    .venv/bin/python bench/quality.py                          # chain_sum, the demo's task
+    .venv/bin/python bench/quality.py --seeds 100 101 --label quick --test 100
+    nohup .venv/bin/python bench/quality.py > bench/out/quality.log 2>&1 &
 
+Writes bench/out/quality/<label>/results.{json,md} and bench/quality_<label>.png.
 Everything resumes: re-running skips finished stages (teacher calls are cached too).
 """
 
@@ -22,90 +33,209 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from undo.config import load_config  # noqa: E402
+from undo.config import RunConfig, config_to_yaml, load_config  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
-from undo.report import accuracy_ci, paired_bootstrap, test_attempts  # noqa: E402
-from undo.runstore import read_json  # noqa: E402
+from undo.runstore import read_json, read_jsonl, write_atomic  # noqa: E402
+from undo.stats import hierarchical_bootstrap, paired_by_seed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
+DEV_SEEDS = [0, 1, 2]  # every method choice so far (bench/method.py, four rounds of RESULTS)
+FINAL_SEEDS = [100, 101, 102, 103, 104]  # used for nothing but the final table
 # preset -> (config file, overrides incl. default sizes); --train/--val/--test override the sizes
 PRESETS: dict[str, tuple[str, list[str]]] = {
-    # train 100 as measured in RESULTS.md (the demo itself trains on 80 to fit 6 minutes)
-    "chain_sum": ("configs/demo.yaml", ["splits.train=100", "splits.val=100", "splits.test=500"]),
-    # SVAMP's whole 700-question pool (train = pool minus val) and its 300-question test carve-out
+    # the demo's config and train size; val and test larger than the demo's to resolve points
+    "chain_sum": ("configs/demo.yaml", ["splits.train=80", "splits.val=100", "splits.test=300"]),
+    # SVAMP's pool is fixed: seeds resample train/val from its 700 questions, test is its fixed
+    # 300-question carve-out, so seed-to-seed spread there is training noise and train sampling only
     "svamp": ("configs/demo.yaml", ["task.name=svamp", "task.source=../shared/data/svamp", "task.dataset=null",
                                     "task.config={}", "splits.train=null", "splits.val=100", "splits.test=300",
                                     "teacher.style=stepwise", "teacher.few_shot=0",
                                     "teacher.max_tokens=256", "student.max_new_tokens=192",
-                                    # prompt (~100 tokens) + a rationale of up to 256: at the demo's 256,
-                                    # 225 of 368 seed-0 training examples were dropped as too long
                                     "train.max_seq_len=512"]),
 }
 
 
-def arm_results(run_dir: Path, iters: int) -> dict[str, dict[str, bool]]:
-    """label -> {question id: correct} for base, each iteration, and best-by-val."""
-    out = {"base": test_attempts(run_dir, "base")[1]}
-    for k in range(iters + 1):
-        if (run_dir / f"iter_{k}" / "attempts_test.jsonl").exists() and \
-                (run_dir / f"iter_{k}" / "metrics.json").exists():
-            out[f"iter_{k}"] = test_attempts(run_dir, k)[1]
-    out["undo_best"] = test_attempts(run_dir)[1]
+def attempts(run_dir: Path, k: int | str, split: str) -> dict[str, bool]:
+    path = run_dir / (f"iter_{k}" if isinstance(k, int) else k) / f"attempts_{split}.jsonl"
+    return {a["id"]: bool(a["correct"]) for a in read_jsonl(path)}
+
+
+def copy_parts(src: Path, dst: Path, parts: list[str], cfg: RunConfig) -> None:
+    """Start run `dst` from `src`'s finished parts (splits, stages), with its own config.yaml."""
+    if (dst / "config.yaml").exists():
+        return
+    for part in parts:
+        s, d = src / part, dst / part
+        d.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(s, d) if s.is_dir() else shutil.copy2(s, d)
+    write_atomic(dst / "config.yaml", config_to_yaml(cfg))
+
+
+def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str],
+             out_dir: Path) -> dict[str, Any]:
+    """All arms of one seed; returns {arm: {"val": {id: ok}, "test": {id: ok}}} and facts."""
+    common = [*preset, *args.sizes, *args.set, f"seed={seed}", f"output.dir={out_dir}"]
+    undo_cfg = load_config(config, [*common, f"name=undo-s{seed}", "loop.method=undo",
+                                    f"loop.max_iterations={args.iters}", "loop.patience=99"])
+    UndoRun(undo_cfg).run()
+    undo_dir = undo_cfg.run_dir
+    iters = [k for k in range(args.iters + 1) if (undo_dir / f"iter_{k}" / "metrics.json").exists()]
+    metrics = {k: read_json(undo_dir / f"iter_{k}" / "metrics.json") for k in iters}
+    arms: dict[str, dict[str, dict[str, bool]]] = {"base": {"test": attempts(undo_dir, "base", "test"),
+                                                            "val": attempts(undo_dir, "base", "val")}}
+    for k in iters:
+        arms["oneshot" if k == 0 else f"undo_{k}"] = {s: attempts(undo_dir, k, s) for s in ("val", "test")}
+
+    # UNDO-repeat: iteration 0 is UNDO's; each later iteration trains exactly as many steps as UNDO's
+    if len(iters) > 1:
+        steps = metrics[1]["steps"]
+        repeat_cfg = load_config(config, [
+            *common, f"name=repeat-s{seed}", "loop.method=undo", "loop.refine=repeat",
+            "loop.max_iterations=1", "loop.patience=99", f"train.max_steps={steps}"])
+        # the same student 0 diagnosed on train: UNDO's diagnosis, copied (greedy: the same answers)
+        copy_parts(undo_dir, repeat_cfg.run_dir, ["splits", "base", "iter_0", "iter_1/attempts_train.jsonl",
+                                                  "iter_1/.done/attempts_train"], repeat_cfg)
+        UndoRun(repeat_cfg).run()
+        arms["repeat_1"] = {s: attempts(repeat_cfg.run_dir, 1, s) for s in ("val", "test")}
+
+    # the one-shot grid: the same verified rationales (iteration 0's teach stage, copied), other epochs
+    base_epochs = undo_cfg.train.epochs
+    grid = {base_epochs: "oneshot"}
+    for epochs in args.epochs:
+        if epochs == base_epochs:
+            continue
+        name = f"oneshot_e{epochs:g}"
+        cfg = load_config(config, [*common, f"name=oneshot-e{epochs:g}-s{seed}", "loop.method=oneshot",
+                                   "loop.eval_base=false", f"train.epochs={epochs}"])
+        copy_parts(undo_dir, cfg.run_dir, ["splits", "iter_0/rationales.jsonl", "iter_0/teacher_usage.json",
+                                           "iter_0/.done/teach"], cfg)
+        UndoRun(cfg).run()
+        arms[name] = {s: attempts(cfg.run_dir, 0, s) for s in ("val", "test")}
+        grid[epochs] = name
+        metrics_e = read_json(cfg.run_dir / "iter_0" / "metrics.json")
+        grid_steps = metrics_e["steps"]
+        print(f"seed {seed}: one-shot {epochs:g} epochs, {grid_steps} steps", flush=True)
+
+    def val_acc(arm: str) -> float:
+        v = arms[arm]["val"]
+        return sum(v.values()) / len(v)
+
+    # choices on val only: one-shot's epochs, and each loop's iteration (ties: the cheaper)
+    best_epochs = max(sorted(grid), key=lambda e: val_acc(grid[e]))  # max keeps the first of ties
+    arms["oneshot_best"] = arms[grid[best_epochs]]
+    undo_best = max(["oneshot", *[f"undo_{k}" for k in iters if k]], key=val_acc)
+    arms["undo_best"] = arms[undo_best]
+    if "repeat_1" in arms:
+        arms["repeat_best"] = arms[max(["oneshot", "repeat_1"], key=val_acc)]
+    facts = {"seed": seed, "oneshot_best_epochs": best_epochs, "undo_best": undo_best,
+             "repeat_best": max(["oneshot", "repeat_1"], key=val_acc) if "repeat_1" in arms else None,
+             "undo_steps": {k: metrics[k]["steps"] for k in iters},
+             "undo_total_steps_x": round(sum(metrics[k]["steps"] for k in iters) / metrics[0]["steps"], 2),
+             "tailoring": {k: metrics[k].get("tailoring") for k in iters if k},
+             "sources": {k: metrics[k].get("sources") for k in iters}}
+    return {"arms": arms, "facts": facts}
+
+
+def overlap_check(config: Path, preset: list[str], sizes: list[str], seeds: list[int]) -> dict[str, int]:
+    """How many of each final seed's test questions any other seed (development or final) holds in
+    train or val: zero by construction for generated tasks (undo/tasks/gym.py), printed as proof."""
+    from undo.tasks import make_splits
+
+    cfg = load_config(config, [*preset, *sizes])
+    splits = {s: make_splits(cfg.task, cfg.splits, s) for s in sorted(set(seeds) | set(DEV_SEEDS))}
+    out = {}
+    for s in seeds:
+        test = {r.id for r in splits[s]["test"]}
+        others = {r.id for t, sp in splits.items() if t != s for part in ("train", "val") for r in sp[part]}
+        out[str(s)] = len(test & others)
     return out
 
 
-def pooled(per_seed: list[dict[str, dict[str, bool]]], a: str, b: str) -> dict[str, float]:
-    """b - a over all seeds' questions, paired; plus each arm's pooled accuracy."""
-    xs, ys = [], []
-    for arms in per_seed:
-        if a in arms and b in arms:
-            ids = sorted(arms[a])
-            xs += [arms[a][i] for i in ids]
-            ys += [arms[b][i] for i in ids]
-    d, lo, hi = paired_bootstrap(xs, ys)
-    acc_a, acc_b = sum(xs) / len(xs), sum(ys) / len(ys)
-    return {"n": len(xs), "acc_a": acc_a, "acc_b": acc_b, "diff": d, "ci_low": lo, "ci_high": hi,
-            "relative": d / acc_a if acc_a else float("nan")}
+ARMS = ["base", "oneshot", "oneshot_e6", "oneshot_e9", "oneshot_best", "undo_1", "undo_best", "repeat_1",
+        "repeat_best"]
+COMPARISONS = [  # (b, a): b - a
+    ("undo_best", "oneshot_best"), ("undo_best", "repeat_best"), ("undo_1", "repeat_1"),
+    ("undo_best", "oneshot"), ("undo_best", "oneshot_e6"), ("undo_best", "oneshot_e9"),
+    ("repeat_best", "oneshot_best"), ("oneshot_best", "oneshot"), ("oneshot", "base"),
+]
 
 
-def pooled_ci(per_seed: list[dict[str, dict[str, bool]]], arm: str) -> tuple[float, float, float]:
-    """An arm's accuracy over all seeds' questions, with a 95% bootstrap interval."""
-    return accuracy_ci([c for arms in per_seed if arm in arms for c in arms[arm].values()])
+def summarize(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    arms_seen = [a for a in ARMS + sorted({k for p in per_seed for k in p["arms"]} - set(ARMS))
+                 if all(a in p["arms"] for p in per_seed)]
+    table: dict[str, Any] = {}
+    for arm in arms_seen:
+        groups = [list(p["arms"][arm]["test"].values()) for p in per_seed]
+        acc, lo, hi = hierarchical_bootstrap(groups)
+        table[arm] = {"test_acc": acc, "ci": [lo, hi], "per_seed": [sum(g) / len(g) for g in groups],
+                      "val_per_seed": [sum(p["arms"][arm]["val"].values()) / len(p["arms"][arm]["val"])
+                                       for p in per_seed]}
+    diffs: dict[str, Any] = {}
+    for b, a in COMPARISONS:
+        if a in table and b in table:
+            per = paired_by_seed([p["arms"][a]["test"] for p in per_seed],
+                                 [p["arms"][b]["test"] for p in per_seed])
+            d, lo, hi = hierarchical_bootstrap(per)
+            base = table[a]["test_acc"]
+            diffs[f"{b} - {a}"] = {"diff": d, "ci": [lo, hi], "relative": d / base if base else None,
+                                   "per_seed": [sum(x) / len(x) for x in per]}
+    return {"seeds": seeds, "arms": table, "differences": diffs, "facts": [p["facts"] for p in per_seed]}
 
 
-def plot(per_seed: list[dict[str, dict[str, bool]]], iters: int, label: str, out: Path) -> None:
+def markdown(res: dict[str, Any], label: str, sizes: dict[str, int]) -> str:
+    seeds = res["seeds"]
+    lines = [f"# {label}: seeds {seeds} (final: used for no choice), {sizes['train']} train, "
+             f"{sizes['val']} val, {sizes['test']} test questions per seed", "",
+             "Intervals: hierarchical bootstrap 95 % (seeds resampled, then questions within each seed).", "",
+             "| arm | test acc [95 % CI] | per seed (test) | per seed (val) |", "|---|---|---|---|"]
+    for arm, r in res["arms"].items():
+        lines.append(f"| {arm} | {r['test_acc']:.1%} [{r['ci'][0]:.1%}, {r['ci'][1]:.1%}] | "
+                     + ", ".join(f"{x:.1%}" for x in r["per_seed"]) + " | "
+                     + ", ".join(f"{x:.1%}" for x in r["val_per_seed"]) + " |")
+    lines += ["", "| difference | points [95 % CI] | relative | per seed |", "|---|---|---|---|"]
+    for key, d in res["differences"].items():
+        rel = "-" if d["relative"] is None else f"{d['relative']:+.0%}"
+        lines.append(f"| {key} | {d['diff']:+.1%} [{d['ci'][0]:+.1%}, {d['ci'][1]:+.1%}] | {rel} | "
+                     + ", ".join(f"{x:+.1%}" for x in d["per_seed"]) + " |")
+    lines += ["", "| seed | one-shot epochs chosen | UNDO best | repeat best | UNDO steps (x iteration 0) "
+              "| refined texts new / same | false step named -> written right |",
+              "|---|---|---|---|---|---|---|"]
+    for f in res["facts"]:
+        t = f["tailoring"].get(1) or f["tailoring"].get("1") or {}
+        lines.append(f"| {f['seed']} | {f['oneshot_best_epochs']:g} | {f['undo_best']} | {f['repeat_best']} | "
+                     f"{f['undo_steps']} ({f['undo_total_steps_x']}x) | {t.get('texts_new', '-')} / "
+                     f"{t.get('texts_same', '-')} | {t.get('false_step_texts', '-')} -> "
+                     f"{t.get('false_step_fixed', '-')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(res: dict[str, Any], label: str, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ks = [k for k in range(iters + 1) if all(f"iter_{k}" in arms for arms in per_seed)]
-    stats = [pooled_ci(per_seed, f"iter_{k}") for k in ks]
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
-    ax.plot(ks, [s[0] for s in stats], "o-", color="C0", label="UNDO iteration (0 = one-shot)")
-    ax.fill_between(ks, [s[1] for s in stats], [s[2] for s in stats], color="C0", alpha=0.2,
-                    label="95 % CI (bootstrap over questions)")
-    for i, arms in enumerate(per_seed):  # the seed spread: each seed's own curve, faint
-        ax.plot(ks, [sum(arms[f"iter_{k}"].values()) / len(arms[f"iter_{k}"]) for k in ks], ".:", color="C0",
-                alpha=0.35, lw=0.8, label="single seeds" if i == 0 else None)
-    for arm, color, name in (("iter_0", "C1", "one-shot"), ("matched", "C3", "one-shot, matched steps"),
-                             ("base", "C7", "base student")):
-        acc, lo, hi = pooled_ci(per_seed, arm)
-        ax.axhline(acc, color=color, ls="--", lw=1.2, label=f"{name} {acc:.1%} [{lo:.1%}, {hi:.1%}]")
-    ax.set_xticks(ks)
-    ax.set_xlabel("iteration")
+    arms = list(res["arms"])
+    fig, ax = plt.subplots(figsize=(7.2, 4.0), dpi=110)
+    for i, arm in enumerate(arms):
+        r = res["arms"][arm]
+        ax.errorbar([i], [r["test_acc"]], yerr=[[r["test_acc"] - r["ci"][0]], [r["ci"][1] - r["test_acc"]]],
+                    fmt="o", color="C0", capsize=4, label="mean, hierarchical 95 % CI" if i == 0 else None)
+        ax.plot([i] * len(r["per_seed"]), r["per_seed"], ".", color="C1", alpha=0.6,
+                label="single seeds" if i == 0 else None)
+    ax.set_xticks(range(len(arms)))
+    ax.set_xticklabels(arms, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
-    n = sum(len(arms["base"]) for arms in per_seed)
-    ax.set_title(f"{label}: {len(per_seed)} seeds, {n} test questions pooled", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title(f"{label}: {len(res['seeds'])} final seeds", fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out)
     plt.close(fig)
@@ -114,77 +244,48 @@ def plot(per_seed: list[dict[str, dict[str, bool]]], iters: int, label: str, out
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="chain_sum")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=int, nargs="+", default=FINAL_SEEDS)
     ap.add_argument("--train", type=int, default=None, help="default: the preset's")
-    ap.add_argument("--val", type=int, default=None, help="default: the preset's (100)")
+    ap.add_argument("--val", type=int, default=None, help="default: the preset's")
     ap.add_argument("--test", type=int, default=None, help="default: the preset's")
-    ap.add_argument("--iters", type=int, default=1, help="UNDO iterations after one-shot (each ~5 min a seed)")
+    ap.add_argument("--iters", type=int, default=1, help="UNDO iterations after one-shot")
+    ap.add_argument("--epochs", type=float, nargs="+", default=[3, 6, 9],
+                    help="the one-shot grid (the config's own epochs is UNDO's iteration 0)")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
-    ap.add_argument("--label", default=None,
-                    help="output name (default: the preset's): out/quality/<label>, quality_<label>.png")
+    ap.add_argument("--label", default=None, help="output name (default: the preset's)")
     args = ap.parse_args()
-    config, preset = PRESETS[args.preset]
+    config_name, preset = PRESETS[args.preset]
+    config = ROOT.parent / config_name
     label = args.label or args.preset
     out_dir = ROOT / "out" / "quality" / label
-    sizes = [f"splits.{k}={v}" for k, v in (("train", args.train), ("val", args.val), ("test", args.test))
-             if v is not None]
+    args.sizes = [f"splits.{k}={v}" for k, v in (("train", args.train), ("val", args.val), ("test", args.test))
+                  if v is not None]
+    if set(args.seeds) & set(DEV_SEEDS):
+        print(f"note: seeds {sorted(set(args.seeds) & set(DEV_SEEDS))} are development seeds: "
+              "not final figures", flush=True)
     t0 = time.time()
-    per_seed: list[dict[str, dict[str, bool]]] = []
-    seed_rows = []
+    generated = load_config(config, preset).task.name == "gym"
+    overlap = overlap_check(config, preset, args.sizes, args.seeds) if generated else None
+    if overlap is not None:
+        print(f"final test questions also in another seed's train/val: {overlap}", flush=True)
+    per_seed = []
     for seed in args.seeds:
-        common = [*preset, *sizes, *args.set, f"seed={seed}", f"output.dir={out_dir}"]
-        undo_cfg = load_config(ROOT.parent / config, [*common, f"name=undo-s{seed}", "loop.method=undo",
-                                                      f"loop.max_iterations={args.iters}", "loop.patience=99"])
-        UndoRun(undo_cfg).run()
-        undo_dir = undo_cfg.run_dir
-        used = {split: sum(1 for _ in (undo_dir / "splits" / f"{split}.jsonl").open())
-                for split in ("train", "val", "test")}
-        matched_cfg = load_config(ROOT.parent / config, [
-            *common, f"name=matched-s{seed}", "loop.method=oneshot", "loop.eval_base=false",
-            f"train.match_steps_of={undo_dir}"])
-        UndoRun(matched_cfg).run()
-        arms = arm_results(undo_dir, args.iters)
-        arms["matched"] = test_attempts(matched_cfg.run_dir, 0)[1]
-        per_seed.append(arms)
-        summary = read_json(undo_dir / "summary.json")
-        seed_rows.append({"seed": seed, "best_iteration": summary["best_iteration"],
-                          **{arm: sum(v.values()) / len(v) for arm, v in arms.items()}})
-        print(json.dumps(seed_rows[-1]), flush=True)
-    results: dict[str, Any] = {
-        "preset": args.preset, "label": label, "seeds": args.seeds, "sizes": used, "iters": args.iters,
-        "overrides": [*preset, *args.set], "per_seed": seed_rows,
-        "undo_best_vs_matched": pooled(per_seed, "matched", "undo_best"),
-        "undo_best_vs_oneshot": pooled(per_seed, "iter_0", "undo_best"),
-        "oneshot_vs_base": pooled(per_seed, "base", "iter_0"),
-        "wall_s": round(time.time() - t0),
-    }
-    for k in range(1, args.iters + 1):
-        if all(f"iter_{k}" in arms for arms in per_seed):
-            results[f"iter_{k}_vs_matched"] = pooled(per_seed, "matched", f"iter_{k}")
-    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+        per_seed.append(run_seed(seed, args, config, preset, out_dir))
+        print(json.dumps({"seed": seed, **{a: round(sum(v["test"].values()) / len(v["test"]), 4)
+                                            for a, v in per_seed[-1]["arms"].items()}}), flush=True)
+    res = summarize(per_seed, args.seeds)
+    first = out_dir / f"undo-s{args.seeds[0]}" / "splits"
+    sizes = {s: sum(1 for _ in (first / f"{s}.jsonl").open()) for s in ("train", "val", "test")}
+    res.update(preset=args.preset, label=label, sizes=sizes, iters=args.iters, epochs=args.epochs,
+               overrides=[*preset, *args.set], dev_seeds=DEV_SEEDS, overlap=overlap,
+               wall_s=round(time.time() - t0))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(res, indent=2))
     png = ROOT / f"quality_{label}.png"
-    plot(per_seed, args.iters, label, png)
-    shown = ", ".join(f"{k} {v}" for k, v in used.items())
-    lines = [f"# {label} (preset {args.preset}): seeds {args.seeds}, {shown} questions per seed, "
-             f"iterations 0..{args.iters}", "",
-             "| arm | pooled test acc [95 % CI] | per seed |", "|---|---|---|"]
-    arms_shown = ["base", "iter_0", "matched", *[f"iter_{k}" for k in range(1, args.iters + 1)], "undo_best"]
-    for arm in arms_shown:
-        if all(arm in a for a in per_seed):
-            acc, lo, hi = pooled_ci(per_seed, arm)
-            each = ", ".join(f"{r[arm]:.1%}" for r in seed_rows)
-            spread = statistics.pstdev([r[arm] for r in seed_rows]) if len(seed_rows) > 1 else 0.0
-            lines.append(f"| {arm} | {acc:.1%} [{lo:.1%}, {hi:.1%}] | {each} (sd {spread:.1%}) |")
-    lines += ["", "| comparison | n | difference [95 % CI] | relative |", "|---|---|---|---|"]
-    for key in ("undo_best_vs_matched", "undo_best_vs_oneshot", "oneshot_vs_base",
-                *[f"iter_{k}_vs_matched" for k in range(1, args.iters + 1)]):
-        if key in results:
-            c = results[key]
-            lines.append(f"| {key} | {c['n']} | {c['diff']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}] | "
-                         f"{c['relative']:+.0%} |")
-    lines += ["", f"wall {results['wall_s']} s; plot {png.relative_to(ROOT.parent)}"]
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    plot(res, label, png)
+    md = markdown(res, label, sizes) + f"\nwall {res['wall_s']} s; plot {png.relative_to(ROOT.parent)}\n"
+    (out_dir / "results.md").write_text(md)
+    print(md)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from undo.feedback import refine_items, student_profile
 from undo.mixing import mix_training_set
-from undo.report import paired_bootstrap
+from undo.stats import paired_bootstrap
 from undo.tasks.base import Record
 
 TRAIN = [Record(f"q{i}", f"Question {i}?", str(i), "number") for i in range(4)]
@@ -116,3 +116,60 @@ def test_a_right_answer_through_a_false_step_is_refined_not_imitated():
     assert {r["id"]: r["source"] for r in rows}["q0"] == "student"
     items = refine_items(TRAIN, attempts, {}, None, False, check_steps=False)
     assert "q0" not in [it.record.id for it in items]
+
+
+def test_tailoring_counts_new_text_repeats_and_fixed_false_steps():
+    from undo.feedback import tailoring
+
+    history = {"q1": [{"iteration": 0, "rationale": "3 - 2 = 1\nThe answer is 1."}],
+               "q2": [{"iteration": 0, "rationale": "old two"}]}
+    attempts = {**ATTEMPTS, "q1": {"correct": False, "output": "3 - 2 = 5\nThe answer is 5.",
+                                   "false_step": "3 - 2 = 5"}}
+    items = refine_items(TRAIN, attempts, history, None, show_history=True)
+    refined = {
+        # one text the old rationale again (whitespace aside), one new that writes 3 - 2 right
+        "q1": {"rationale": "3 - 2 = 1\nThe answer is 1.",
+               "rationales": ["3 - 2 = 1\n The answer is 1.", "3 - 1 - 1 = 1\n3 - 2 = 1\nThe answer is 1."]},
+        "q2": {"rationale": None, "rationales": []},
+        "q3": {"rationale": "new three", "rationales": ["new three"]},
+    }
+    t = tailoring(items, refined)
+    assert t == {"questions": 3, "questions_verified": 2, "questions_new": 2, "texts": 3, "texts_new": 2,
+                 "texts_same": 1, "attempt_shown": 3, "false_step_named": 1, "false_step_texts": 2,
+                 "false_step_fixed": 2}
+    hidden = refine_items(TRAIN, attempts, history, None, show_history=True, show_attempt=False)
+    t = tailoring(hidden, refined)
+    assert t["attempt_shown"] == t["false_step_named"] == t["false_step_texts"] == 0
+
+
+def test_refine_repeat_trains_on_the_previous_rationale_without_a_teacher(tmp_path):
+    """loop.refine=repeat (the UNDO-repeat ablation): each failed question's refinement is its
+    last verified rationale, refine_samples copies, labelled `repeat`; no teacher is built."""
+    from pathlib import Path
+
+    from undo.config import load_config
+    from undo.loop import UndoRun
+    from undo.runstore import append_jsonl
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", [
+        f"output.dir={tmp_path}", "splits.train=4", "splits.val=2", "splits.test=2", "loop.refine=repeat",
+        "teacher.refine_samples=3"])
+    run = UndoRun(cfg)
+    run.prepare()
+    train = run.splits["train"]
+    for r in train[:3]:  # iteration 0 verified three of the four
+        append_jsonl(run.store.path(0, "rationales.jsonl"), {"id": r.id, "rationale": f"old {r.id}"})
+    attempts = {r.id: {"correct": i == 0, "output": "1 + 1 = 2\nThe answer is 2."} for i, r in enumerate(train)}
+    items = refine_items(train, attempts, run.teacher_history(1), None, show_history=True)
+    rows = {r["id"]: r for r in run.repeat(1, items)}
+    assert run._teacher is None
+    assert [rows[r.id]["rationales"] for r in train[1:]] == [[f"old {train[1].id}"] * 3,
+                                                            [f"old {train[2].id}"] * 3, []]
+    assert rows[train[3].id]["reason"] == "no_rationale"
+    data, counts = mix_training_set("mix", 1, train, attempts, rows,
+                                    {i: h[-1]["rationale"] for i, h in run.teacher_history(1).items()}, [])
+    assert counts == {"student": 1, "repeat": 6, "none": 1}
+    from undo.feedback import tailoring
+
+    t = tailoring(items, rows)
+    assert (t["texts_new"], t["texts_same"]) == (0, 6)

@@ -141,7 +141,6 @@ def test_refinements_are_resampled_but_never_rationalized(server, tmp_path):
 
 
 def test_few_shot_examples_come_from_gold_rationales_and_never_show_the_question_itself():
-    from undo.errors import UserError
     from undo.teacher.rationale import few_shot_examples
 
     gsm = [Record(f"g{i}", f"Q{i}?", str(i), "number", meta={"gold_rationale": f"R{i} #### {i}"})
@@ -157,8 +156,28 @@ def test_few_shot_examples_come_from_gold_rationales_and_never_show_the_question
     assert other[1]["content"].startswith("R0") and "Q2?" in other[-1]["content"]
     assert [m["role"] for m in own] == ["user", "assistant", "user"]
     assert not any("R0" in m["content"] for m in own) and own[1]["content"].startswith("R1")
-    with pytest.raises(UserError, match="few_shot"):
-        few_shot_examples([Record("s", "Q?", "1", "number")], 1)
+    assert few_shot_examples([Record("s", "Q?", "1", "number")], 1) == []  # none: the teacher writes them
+
+
+def test_a_task_without_gold_rationales_gets_the_teachers_own_worked_examples(server, tmp_path):
+    """teacher_examples: a zero-shot pass over the first train questions, verified, never
+    rationalized; its first n verified rationales are the examples; resumed from its file."""
+    from undo.teacher.rationale import EXAMPLE_CANDIDATES, teacher_examples
+
+    teacher, cfg = teacher_for(server.url, tmp_path)
+    recs = [Record(f"w{i}", f"Word problem {i}: how many?", "0", "number") for i in range(40)]
+    for r in recs[1::2]:  # every other question is one the server answers right
+        r.answer = answer_of(_messages(TeachItem(r), "explain", cfg, []))
+    out, usage = tmp_path / "examples.jsonl", Usage()
+    shots = teacher_examples(recs, 3, teacher, cfg, out, usage)
+    assert [s["question"] for s in shots] == [recs[i].prompt() for i in (1, 3, 5)]
+    assert all(s["rationale"].endswith(f"The answer is {recs[i].answer}.")
+               for s, i in zip(shots, (1, 3, 5), strict=True))
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 3 * EXAMPLE_CANDIDATES  # candidates: train's first questions only
+    assert all(a["mode"] == "explain" for r in rows for a in r["attempts"])  # no rationalization
+    calls = server.chat_calls
+    assert teacher_examples(recs, 3, teacher, cfg, out, Usage()) == shots and server.chat_calls == calls
 
 
 def test_refine_samples_asks_for_k_distinct_verified_texts(server, tmp_path):
@@ -269,3 +288,26 @@ def test_a_budget_sizes_each_round_and_skips_what_it_cannot_pay_for(server, tmp_
     rows = generate_rationales([TeachItem(records[0])], teacher, cfg, tmp_path / "p.jsonl", Usage(),
                                budget=poor)
     assert rows[0]["reason"] == "budget" and rows[0]["attempts"] == []
+
+
+@pytest.mark.parametrize("style", ["stepwise", "concise"])
+def test_refine_prompt_shows_three_iterations_oldest_first(style):
+    """Iteration 3's refine request: the rationales of iterations 0 and 1 are the older
+    history, iteration 2's is the newest; both templates show them in that order, the newest
+    named as what the student studied most recently."""
+    from undo.feedback import refine_items
+
+    rec = Record("q", "Q?", "4", "number")
+    past = [{"iteration": k, "rationale": f"RATIONALE-{k}"} for k in range(3)]
+    [item] = refine_items([rec], {"q": {"correct": False, "output": "1 + 1 = 3\nThe answer is 3."}},
+                          {"q": past}, {"accuracy_history": "iteration 0: 10%", "errors": [
+                              {"question": "V?", "predicted": "3", "correct": False}]}, show_history=True)
+    text = render("refine", {}, style, question="Q?", gold="4", answer_format="a number", **item.context)
+    at = [text.index(f"RATIONALE-{k}") for k in range(3)]
+    assert at == sorted(at)
+    newest = text[: at[2]].rsplit("\n", 2)[-2]
+    assert "most recently" in newest and "iteration 2" in newest
+    for k in (0, 1):
+        label = text[: at[k]].rsplit("\n", 2)[-2]
+        assert f"iteration {k}" in label and "earlier" in label and "most recently" not in label
+    assert "later rewrite" not in text.lower()

@@ -59,3 +59,13 @@ def test_false_calculations_are_found(text, step):
 @pytest.mark.parametrize("text", HOLDS_OR_UNREADABLE)
 def test_true_or_unreadable_calculations_pass(text):
     assert first_false_step(text) is None
+
+
+def test_a_refinement_that_writes_the_false_step_right():
+    from undo.steps import corrects
+
+    assert corrects("14 - 5 = 8", "7 + 7 = 14\n14 - 5 = 9\nThe answer is 9.")
+    assert corrects("14 - 5 = 8", "14-5 = 9")
+    assert not corrects("14 - 5 = 8", "7 + 7 = 14\n14 - 5 = 8\nThe answer is 9.")  # copied the slip
+    assert not corrects("14 - 5 = 8", "7 + 2 = 9\nThe answer is 9.")  # another way, not that step
+    assert not corrects("no calculation here", "14 - 5 = 9")

@@ -121,3 +121,20 @@ def test_unknown_task_lists_the_known_ones():
 def test_misspelt_config_key_suggests_the_right_one():
     with pytest.raises(UserError, match="did you mean 'teacher.max_attempts'"):
         load_config(overrides=["teacher.max_atempts=3"])
+
+
+def test_one_seeds_splits_never_share_a_question_of_a_pool(tmp_path):
+    """A question repeated in the file (case and spacing aside) is kept once, in test if the
+    test carve-out holds it, so train, val and test of a seed never share one."""
+    rows = [{"question": f"What is {i} plus one?", "answer": i + 1} for i in range(30)]
+    rows += [{"question": "what is  4 plus ONE?", "answer": 5},
+             {"question": "WHAT is 7 plus one?", "answer": 8}]
+    pool = tmp_path / "pool.jsonl"
+    pool.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for seed in range(3):
+        cfg = load_config(overrides=["task.name=file", f"task.source={pool}", "task.answer_type=number",
+                                     "splits.train=null", "splits.val=5", "splits.test=null", f"seed={seed}"])
+        sp = make_splits(cfg.task, cfg.splits, cfg.seed)
+        texts = [" ".join(r.question.lower().split()) for part in sp.values() for r in part]
+        assert len(texts) == len(set(texts)) == 30
+        assert len(sp["val"]) == 5 and len(sp["train"]) == 30 - 5 - len(sp["test"])

@@ -183,7 +183,13 @@ def teach(
     from undo.tasks import split_part
     from undo.teacher import build_teacher
     from undo.teacher.base import Usage
-    from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, summarize
+    from undo.teacher.rationale import (
+        TeachItem,
+        few_shot_examples,
+        generate_rationales,
+        summarize,
+        teacher_examples,
+    )
 
     if split == "test":
         raise UserError("the test split is never shown to the teacher")
@@ -199,10 +205,18 @@ def teach(
     usage = Usage()
     from undo import display
 
+    # worked examples come from train questions only: the task's gold rationales, else the
+    # teacher's own verified zero-shot ones (written beside --out)
+    train_records = records if split == "train" else split_part(cfg, "train")
+    examples = few_shot_examples(train_records, cfg.teacher.few_shot)
+    if cfg.teacher.few_shot and not examples:
+        with display.stage("teacher writes worked examples", None) as advance:
+            examples = teacher_examples(train_records, cfg.teacher.few_shot, teacher, cfg.teacher,
+                                        out.with_suffix(".examples.jsonl"), usage, cfg.seed,
+                                        lambda n, _t: advance(n))
     with display.stage("teacher explains", None) as advance:
         rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg.teacher, out,
-                                   usage, examples=few_shot_examples(records, cfg.teacher.few_shot),
-                                   progress=lambda n, _t: advance(n), seed=cfg.seed)
+                                   usage, examples=examples, progress=lambda n, _t: advance(n), seed=cfg.seed)
     stats = {"summary": summarize(rows), "usage": usage.to_dict(),
              "cost_usd": usage.cost(cfg.teacher.price)}
     write_json(out.with_suffix(".usage.json"), stats)

@@ -266,6 +266,12 @@ class LoopConfig(Section):
     patience: Count = 1
     mix: Literal["mix", "replace", "accumulate"] = "mix"
     student_init: Literal["base", "continue"] = "base"
+    # where an iteration's explanations of the failed train questions come from: `teacher`
+    # (UNDO: the teacher rewrites them from the student's feedback) or `repeat` (the ablation:
+    # no teacher call, each failed question gets its previous verified rationale again,
+    # teacher.refine_samples copies), which separates the teacher's new explanation from
+    # more training on the failed questions plus the student's own correct traces
+    refine: Literal["teacher", "repeat"] = "teacher"
     val_errors_shown: NonNegative = 20
     eval_base: bool = True  # also score the untrained student (the comparison's first row)
     # after the loop the last student answers train too (where the next iteration's diagnosis

@@ -24,6 +24,7 @@ METRIC_COLUMNS = [
     ("iteration", "iter"),
     ("train_errors", "errors"),
     ("refined", "refined\nok/fail"),
+    ("tailored", "texts\nnew/same"),
     ("train_examples", "train\nex."),
     ("steps", "steps"),
     ("val_acc", "val"),
@@ -38,6 +39,8 @@ def _fmt(key: str, m: dict[str, Any]) -> str:
     if key == "refined":
         ok, bad = m.get("refined_verified"), m.get("refined_failed")
         return "-" if ok is None else f"{ok}/{bad}"
+    if key == "tailored":
+        return tailored(m)
     if v is None:
         return "-"
     if key.endswith("_acc"):
@@ -45,6 +48,18 @@ def _fmt(key: str, m: dict[str, Any]) -> str:
     if key == "wall_s":
         return f"{v:.0f}"
     return str(v)
+
+
+def tailored(m: dict[str, Any]) -> str:
+    """Verified refined texts that are new against those that repeat the previous rationale,
+    and (attempt shown) how many write the student's first false calculation right."""
+    t = m.get("tailoring")
+    if not t:
+        return "-"
+    out = f"{t['texts_new']}/{t['texts_same']}"
+    if t.get("false_step_texts"):
+        out += f" (fixes {t['false_step_fixed']}/{t['false_step_texts']})"
+    return out
 
 
 def metrics_table(rows: list[dict[str, Any]], title: str = "UNDO iterations") -> Table:

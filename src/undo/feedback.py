@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from undo.steps import corrects
 from undo.tasks.base import Record
 from undo.teacher.rationale import TeachItem
 
@@ -78,7 +79,9 @@ def refine_items(
             record=r,
             mode="refine",
             context={
+                # the newest verified rationale, and up to two older ones (oldest first)
                 "previous_rationale": past[-1]["rationale"] if past else None,
+                "previous_iteration": past[-1]["iteration"] if past else None,
                 "history": past[-3:-1] if show_history else [],
                 "student_attempt": _clip(attempt["output"].strip() or "(no answer)",
                                          MAX_ATTEMPT_CHARS) if show_attempt else None,
@@ -88,3 +91,39 @@ def refine_items(
             },
         ))
     return items
+
+
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()) == " ".join(b.split())
+
+
+def tailoring(items: list[TeachItem], refined: dict[str, dict[str, Any]]) -> dict[str, int]:
+    """Did the refinements answer the student, or repeat the old explanation?
+
+    Over every verified refined text: how many differ from the question's previous verified
+    rationale (whitespace aside) and how many are that rationale again; and, for questions
+    whose refine request showed the student's attempt with its first false calculation,
+    how many texts write that calculation correctly (`steps.corrects`)."""
+    out = {"questions": len(items), "questions_verified": 0, "questions_new": 0, "texts": 0,
+           "texts_new": 0, "texts_same": 0, "attempt_shown": 0, "false_step_named": 0,
+           "false_step_texts": 0, "false_step_fixed": 0}
+    for it in items:
+        ctx = it.context
+        out["attempt_shown"] += ctx.get("student_attempt") is not None
+        false_step = ctx.get("student_error")
+        out["false_step_named"] += bool(false_step)
+        row = refined.get(it.record.id) or {}
+        texts = (row.get("rationales") or [row["rationale"]]) if row.get("rationale") else []
+        if not texts:
+            continue
+        previous = ctx.get("previous_rationale")
+        new = [t for t in texts if previous is None or not _same_text(t, previous)]
+        out["questions_verified"] += 1
+        out["questions_new"] += bool(new)
+        out["texts"] += len(texts)
+        out["texts_new"] += len(new)
+        out["texts_same"] += len(texts) - len(new)
+        if false_step:
+            out["false_step_texts"] += len(texts)
+            out["false_step_fixed"] += sum(corrects(false_step, t) for t in texts)
+    return out

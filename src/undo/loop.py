@@ -17,15 +17,28 @@ from pydantic import ValidationError
 from undo import display
 from undo.config import RunConfig, config_to_yaml, resume_diff
 from undo.errors import UserError
-from undo.feedback import refine_items, solved, student_profile
+from undo.feedback import refine_items, solved, student_profile, tailoring
 from undo.mixing import mix_training_set
-from undo.runstore import RunStore, read_json, read_jsonl, write_atomic, write_json, write_jsonl
+from undo.runstore import RunStore, append_jsonl, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
 from undo.teacher.budget import TeacherBudget, budget_summary, measured_bytes_per_token, spent_before
-from undo.teacher.rationale import TeachItem, few_shot_examples, generate_rationales, messages_for, summarize
+from undo.teacher.rationale import (
+    FAILED,
+    VERIFIED,
+    TeachItem,
+    example_candidates,
+    examples_from_rows,
+    few_shot_examples,
+    generate_rationales,
+    messages_for,
+    summarize,
+)
 
 SPLITS = ("train", "val", "test")
+# teacher stage -> (its rows, its usage) in the iteration's folder
+STAGE_FILES = {"teach": ("rationales.jsonl", "teacher_usage.json"),
+               "examples": ("examples.jsonl", "examples_usage.json")}
 
 
 class BudgetSpent(Exception):
@@ -39,6 +52,7 @@ class UndoRun:
         self._teacher: Any = None
         self.trackers: Any = None  # undo.tracking.Trackers while run() runs
         self.splits: dict[str, list[Record]] = {}
+        self._examples: list[dict[str, str]] | None = None
 
     # ---- set-up ------------------------------------------------------------------
 
@@ -83,13 +97,16 @@ class UndoRun:
     # ---- stages ------------------------------------------------------------------
 
     def teach(self, k: int, items: list[TeachItem], label: str,
-              examples: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
-        path = self.store.path(k, "rationales.jsonl")
-        if self.store.done(k, "teach"):
+              examples: list[dict[str, str]] | None = None, stage: str = "teach") -> list[dict[str, Any]]:
+        """A teacher stage of iteration k: `teach` (explain or refine: rationales.jsonl) or
+        `examples` (the zero-shot pass that writes worked examples: examples.jsonl)."""
+        rows_file, usage_file = STAGE_FILES[stage]
+        path = self.store.path(k, rows_file)
+        if self.store.done(k, stage):
             return list(read_jsonl(path))
         # what earlier, interrupted invocations of this stage spent: a resumed run's usage
         # is the sum over all of them (what they finished comes back as cache hits)
-        partial = self.store.path(k, "teacher_usage.partial.json")
+        partial = self.store.path(k, usage_file.replace(".json", ".partial.json"))
         earlier = read_json(partial) if partial.exists() else {}
         invocations = int(earlier.get("invocations", 0)) + 1
         usage = Usage()
@@ -112,9 +129,12 @@ class UndoRun:
                 raise UserError("loop.budget is too small for even one teacher question "
                                 f"(left: {budget.tokens_left} tokens, {budget.cost_left} USD)")
             raise BudgetSpent(f"teacher budget spent before iteration {k}")
+        # worked examples must be solved, not derived from a hint
+        teacher_cfg = self.cfg.teacher if stage == "teach" else self.cfg.teacher.model_copy(
+            update={"rationalize": False})
         with display.stage(f"iter {k} · {label}", None) as advance:
             try:
-                rows = generate_rationales(items, self.teacher, self.cfg.teacher, path, usage,
+                rows = generate_rationales(items, self.teacher, teacher_cfg, path, usage,
                                            examples=examples, progress=progress, seed=self.cfg.seed,
                                            budget=budget)
             finally:
@@ -122,10 +142,49 @@ class UndoRun:
         total = usage.merged(earlier)
         info = {"usage": total.to_dict(), "invocations": invocations, "summary": summarize(rows),
                 "cost_usd": total.cost(self.cfg.teacher.price)}
-        write_json(self.store.path(k, "teacher_usage.json"), info)
-        self.store.mark_done(k, "teach")
+        write_json(self.store.path(k, usage_file), info)
+        self.store.mark_done(k, stage)
         partial.unlink(missing_ok=True)
         return rows
+
+    def worked_examples(self) -> list[dict[str, str]]:
+        """teacher.few_shot worked examples, shown in every teacher prompt: the task's gold
+        rationales where it has them; otherwise the teacher's own verified zero-shot rationales
+        of the first train questions (never val or test), made once (iter_0/examples.jsonl)."""
+        if self._examples is None:
+            n, train = self.cfg.teacher.few_shot, self.splits["train"]
+            self._examples = few_shot_examples(train, n)
+            if n and not self._examples:
+                candidates = example_candidates(train, n)
+                rows = self.teach(0, [TeachItem(r) for r in candidates], "teacher writes worked examples",
+                                  [], stage="examples")
+                self._examples = examples_from_rows(candidates, rows, n)
+                if len(self._examples) < n:
+                    display.info(f"worked examples: the teacher verified {len(self._examples)} of the "
+                                 f"{n} asked for in {len(candidates)} zero-shot tries; going on with those")
+        return self._examples
+
+    def repeat(self, k: int, items: list[TeachItem]) -> list[dict[str, Any]]:
+        """loop.refine=repeat: each failed question's refinement is its previous verified
+        rationale again (teacher.refine_samples copies, the most a refinement adds), with no
+        teacher call; written as iteration k's rationales so the run folder reads as usual."""
+        path = self.store.path(k, "rationales.jsonl")
+        if not self.store.done(k, "teach"):
+            path.unlink(missing_ok=True)
+            copies = self.cfg.teacher.refine_samples
+            for it in items:
+                old = it.context.get("previous_rationale")
+                r = it.record
+                append_jsonl(path, {
+                    "id": r.id, "question": r.question, "answer": r.answer, "choices": r.choices,
+                    "rationale": old, "rationales": [old] * copies if old else [],
+                    "verdict": VERIFIED if old else FAILED, "reason": "repeat" if old else "no_rationale",
+                    "mode": "repeat", "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
+            write_json(self.store.path(k, "teacher_usage.json"), {
+                "usage": Usage().to_dict(), "invocations": 1, "summary": summarize(list(read_jsonl(path))),
+                "cost_usd": None})
+            self.store.mark_done(k, "teach")
+        return list(read_jsonl(path))
 
     def teacher_budget(self, k: int) -> TeacherBudget | None:
         """What the teacher may still spend at iteration k's stage (None: no budget set)."""
@@ -133,7 +192,9 @@ class UndoRun:
         if not b.limited:
             return None
         spent = spent_before([self.store.path(j, "teacher_usage.json") for j in range(k)]
-                             + [self.store.path(k, "teacher_usage.partial.json")])
+                             + [self.store.path(k, "teacher_usage.partial.json")]
+                             + [self.store.path(0, f) for f in ("examples_usage.json",
+                                                                "examples_usage.partial.json")])
         ratio = measured_bytes_per_token([self.store.path(j, "rationales.jsonl") for j in range(k + 1)])
         return TeacherBudget(
             tokens_left=None if b.teacher_tokens is None
@@ -226,7 +287,7 @@ class UndoRun:
         cfg, train = self.cfg, self.splits["train"]
         metrics: dict[str, Any] = {"iteration": k}
         # worked examples show the solution format in every teacher prompt, refinements included
-        shots = few_shot_examples(train, cfg.teacher.few_shot)
+        shots = self.worked_examples()
         if k == 0:
             rows = self.teach(0, [TeachItem(r) for r in train], "teacher explains", shots)
             data, counts = mix_training_set("replace", 0, train, {}, {},
@@ -247,7 +308,9 @@ class UndoRun:
             history = self.teacher_history(k)
             items = refine_items(train, diag, history, profile, cfg.teacher.history, check,
                                  cfg.teacher.show_attempt)
-            if cfg.loop.budget.limited:
+            if cfg.loop.refine == "repeat":
+                refined = {r["id"]: r for r in self.repeat(k, items)}
+            elif cfg.loop.budget.limited:
                 # what the budget cannot cover is skipped from the end: the questions wrong in
                 # the most diagnoses so far (the hardest) go first
                 wrong_before = {r.id: 0 for r in train}
@@ -255,10 +318,12 @@ class UndoRun:
                     for a in read_jsonl(self.store.path(j, "attempts_train.jsonl")):
                         wrong_before[a["id"]] += not a["correct"]
                 items.sort(key=lambda it: -wrong_before[it.record.id])
-            refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
+            if cfg.loop.refine == "teacher":
+                refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
             metrics["budget_skipped"] = sum(r["reason"] == "budget" for r in refined.values())
             metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
             metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
+            metrics["tailoring"] = tailoring(items, refined)
             latest = {i: h[-1]["rationale"] for i, h in history.items()}
             prev_rows = list(read_jsonl(self.store.path(k - 1, "train_data.jsonl")))
             data, counts = mix_training_set(cfg.loop.mix, k, train, diag, refined, latest,
@@ -276,10 +341,12 @@ class UndoRun:
         metrics["steps"] = tr.get("steps")
         student_dir = str(self.store.path(k, "student"))
         self.score(k, student_dir, metrics)
-        usage_path = self.store.path(k, "teacher_usage.json")
-        u = read_json(usage_path)["usage"] if usage_path.exists() else {}
-        metrics["teacher_tokens"] = u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
-        metrics["teacher_requests"] = u.get("requests", 0)
+        # iteration 0's teacher work includes the zero-shot pass that wrote worked examples
+        usages = [read_json(p)["usage"] for p in [self.store.path(k, "teacher_usage.json")]
+                  + ([self.store.path(0, "examples_usage.json")] if k == 0 else []) if p.exists()]
+        metrics["teacher_tokens"] = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
+                                        for u in usages)
+        metrics["teacher_requests"] = sum(u.get("requests", 0) for u in usages)
         metrics["wall_s"] = round(time.time() - t0, 1)  # of this process; resumes restart it
         write_json(mpath, metrics)
         return metrics

@@ -6,6 +6,7 @@ Policies (loop.mix):
 - replace: teacher traces only: refined where the student failed, the latest
   verified teacher rationale elsewhere.
 - accumulate: the previous training set plus the new refined traces.
+With loop.refine=repeat the "refined" traces are the old rationales again (source `repeat`).
 A failed question whose refinement never verified keeps its last verified
 teacher rationale, if any; otherwise it is left out and counted.
 """
@@ -44,14 +45,16 @@ def mix_training_set(
         new = refined.get(r.id)
         # every verified sample of a refinement is a training example (teacher.refine_samples)
         refined_texts = (new.get("rationales") or [new["rationale"]]) if new and new.get("rationale") else []
+        # loop.refine=repeat: the old rationale again, labelled as what it is
+        source = "repeat" if new and new.get("mode") == "repeat" else "refined"
         if policy == "accumulate":
             if not solved:
-                rows += [_row(r, t, "refined", iteration) for t in refined_texts]
+                rows += [_row(r, t, source, iteration) for t in refined_texts]
             continue
         if solved and policy == "mix":
             rows.append(_row(r, attempt["output"].strip(), "student", iteration))
         elif refined_texts:
-            rows += [_row(r, t, "refined", iteration) for t in refined_texts]
+            rows += [_row(r, t, source, iteration) for t in refined_texts]
         elif r.id in latest_teacher:
             rows.append(_row(r, latest_teacher[r.id], "teacher", iteration))
         else:

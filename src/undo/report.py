@@ -7,6 +7,7 @@ from typing import Any
 
 from undo.errors import UserError
 from undo.runstore import read_json, read_jsonl, write_atomic
+from undo.stats import accuracy_ci, paired_bootstrap
 
 
 def _pct(v: Any) -> str:
@@ -14,19 +15,49 @@ def _pct(v: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ("| iteration | train errors | refined ok/failed | train examples | steps | val acc "
-            "| test acc | teacher tokens | wall s |")
-    lines = [head, "|" + "---|" * 9]
+    from undo.display import tailored
+
+    head = ("| iteration | train errors | refined ok/failed | refined texts new/same | train examples | steps "
+            "| val acc | test acc | teacher tokens | wall s |")
+    lines = [head, "|" + "---|" * 10]
     for m in rows:
         refined = ("-" if m.get("refined_verified") is None
                    else f"{m['refined_verified']}/{m['refined_failed']}")
         lines.append(
             f"| {m['iteration']} | {m.get('train_errors', '-') if m.get('train_errors') is not None else '-'} "
-            f"| {refined} | {m.get('train_examples', '-')} | {m.get('steps', '-')} "
+            f"| {refined} | {tailored(m)} | {m.get('train_examples', '-')} | {m.get('steps', '-')} "
             f"| {_pct(m.get('val_acc'))} | {_pct(m.get('test_acc'))} "
             f"| {m.get('teacher_tokens', '-')} | {m.get('wall_s', '-')} |"
         )
     return "\n".join(lines)
+
+
+def teacher_shown(run_dir: Path) -> str:
+    """One sentence: what each refine request showed the teacher, from the run's config."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return ""
+    cfg = yaml.safe_load(path.read_text()) or {}
+    loop, teacher = cfg.get("loop") or {}, cfg.get("teacher") or {}
+    if loop.get("method") == "oneshot":
+        return "Method: one-shot distillation (iteration 0 only); the teacher explains each question once."
+    if loop.get("refine") == "repeat":
+        return ("Method: UNDO-repeat (loop.refine=repeat), the ablation: no teacher is asked after "
+                "iteration 0; each failed question is trained on its previous verified rationale again.")
+    parts = ["the question and its gold answer", "its own earlier verified rationale"
+             + (" and up to two older ones" if teacher.get("history", True) else "")]
+    if teacher.get("show_attempt", True):
+        parts.append("the student's wrong attempt with its first false calculation named")
+    else:
+        parts.append("not the student's attempt (teacher.show_attempt=false)")
+    shown = int(loop.get("val_errors_shown", 20) or 0)
+    if shown and teacher.get("style") == "concise" and not (teacher.get("prompts") or {}).get("refine"):
+        parts.append("the student's val accuracy by iteration (the concise template shows no val answers)")
+    elif shown:
+        parts.append(f"the student's val accuracy by iteration and up to {shown} of its val answers")
+    return "Refine requests showed the teacher " + "; ".join(parts) + "."
 
 
 def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
@@ -70,6 +101,8 @@ def write_report(run_dir: Path) -> Path:
         f"Stopped: {summary['stop_reason']}. Total student steps: {summary['total_steps']}; "
         f"teacher tokens: {summary['teacher_tokens']}; wall time {summary['wall_s']:.0f} s.",
         "",
+        teacher_shown(run_dir),
+        "",
         markdown_table(rows),
         "",
     ]
@@ -103,16 +136,6 @@ def write_report(run_dir: Path) -> Path:
 
 
 # ---- comparisons -------------------------------------------------------------------
-
-
-def accuracy_ci(correct: list[bool], n_boot: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
-    """Accuracy with a 95% percentile bootstrap interval over questions."""
-    import numpy as np
-
-    xs = np.asarray(correct, dtype=float)
-    means = xs[np.random.default_rng(seed).integers(0, len(xs), size=(n_boot, len(xs)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(xs.mean()), float(lo), float(hi)
 
 
 def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
@@ -192,18 +215,6 @@ def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[
     if not path.exists():
         raise UserError(f"{path}: not found")
     return label, {a["id"]: bool(a["correct"]) for a in read_jsonl(path)}
-
-
-def paired_bootstrap(a: list[bool], b: list[bool], n_boot: int = 10_000,
-                     seed: int = 0) -> tuple[float, float, float]:
-    """Mean of b - a on the same questions, with a 95% percentile interval."""
-    import numpy as np
-
-    diffs = np.asarray(b, dtype=float) - np.asarray(a, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = diffs[rng.integers(0, len(diffs), size=(n_boot, len(diffs)))].mean(axis=1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return float(diffs.mean()), float(lo), float(hi)
 
 
 def compare(runs: list[Path | str], n_boot: int = 10_000) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ def _verdict(row: dict[str, Any]) -> str:
 
 
 def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
-    from undo.report import accuracy_ci
+    from undo.stats import accuracy_ci
 
     rows = summary["iterations"]
     iters = [r for r in rows if isinstance(r["iteration"], int)]
@@ -76,7 +76,11 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
         usage.append({"iteration": k, "tokens": tokens, "cost": u.get("cost_usd")})
     flow_file = run_dir / "flow.json"
     flow = read_json(flow_file) if flow_file.exists() else {"counts": {}, "grid": {}}
+    from undo.display import tailored
+    from undo.report import teacher_shown
+
     return {"summary": summary, "rows": rows, "iters": iters, "acc": acc, "losses": losses,
+            "tailored": [tailored(r) for r in rows], "shown": teacher_shown(run_dir),
             "verdicts": verdicts, "usage": usage, "flow": flow,
             "details": _question_details(run_dir, iters, flow.get("grid", {}))}
 

@@ -88,3 +88,22 @@ def first_false_step(text: str) -> str | None:
         if value is None or not _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
             return m.group(0)
     return None
+
+
+def _plain(lhs: str) -> str:
+    return re.sub(r"\s+", "", lhs).replace("−", "-").replace("×", "*").replace("x", "*")
+
+
+def corrects(false_step: str, text: str) -> bool:
+    """True when `text` writes the calculation of `false_step` (the same left side) with a
+    result that holds: the student's "14 - 5 = 8" answered by a line "14 - 5 = 9"."""
+    wrong = _CALC.search(false_step)
+    if wrong is None:
+        return False
+    lhs = _plain(wrong["lhs"])
+    for m in _CALC.finditer(text):
+        if _plain(m["lhs"]) == lhs:
+            value = _evaluate(m["lhs"])
+            if value is not None and _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
+                return True
+    return False

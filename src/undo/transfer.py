@@ -62,7 +62,8 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
     """Each student trained on each iteration's data (cells resume like run_transfer), with
     each cell's test accuracy and its paired 95 % CI against the same student's first cell
     (iteration 0 when listed): does the refined data help other students too?"""
-    from undo.report import paired_bootstrap, test_attempts
+    from undo.report import test_attempts
+    from undo.stats import paired_bootstrap
 
     run_dir = Path(run_dir)
     if not students or not iterations:

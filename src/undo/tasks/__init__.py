@@ -22,7 +22,8 @@ def get_task(cfg: TaskConfig) -> Task:
 
 def make_splits(task_cfg: TaskConfig, sizes: SplitsConfig, seed: int) -> dict[str, list[Record]]:
     """train/val from the task's train pool (disjoint), test from its test split; seeded.
-    A procedural task (gym) generates each split itself from the run seed."""
+    A fixed pool (SVAMP, a user's file) gives every seed the same test questions and a
+    resampled train/val. A procedural task (gym) generates each split itself from the run seed."""
     task = get_task(task_cfg)
     if task.generate is not None:
         return task.generate(seed, {"train": sizes.train, "val": sizes.val, "test": sizes.test})
@@ -34,6 +35,11 @@ def make_splits(task_cfg: TaskConfig, sizes: SplitsConfig, seed: int) -> dict[st
         if shared:
             raise UserError(f"task.test_source: {len(shared)} of its {len(test)} questions are also in "
                             f"task.source (e.g. {shared[0].question[:60]!r}); a test set must be unseen")
+    # one seed's train, val and test never share a question: a repeat (case and spacing
+    # aside) is kept once, and a pool question that the test split also holds is left to test
+    test = list(_unique(test).values())
+    in_test = set(_unique(test))
+    pool = [r for q, r in _unique(pool).items() if q not in in_test]
     rng = random.Random(seed)
     order = list(range(len(pool)))
     rng.shuffle(order)
@@ -48,6 +54,14 @@ def make_splits(task_cfg: TaskConfig, sizes: SplitsConfig, seed: int) -> dict[st
         idx = sorted(random.Random(seed + 1).sample(range(len(test)), sizes.test))
         test = [test[i] for i in idx]
     return {"train": train, "val": val, "test": test}
+
+
+def _unique(records: list[Record]) -> dict[str, Record]:
+    """The first record of each question text, keyed by its normalised text."""
+    out: dict[str, Record] = {}
+    for r in records:
+        out.setdefault(_norm(r.question), r)
+    return out
 
 
 def _norm(question: str) -> str:

@@ -2,11 +2,15 @@
 
     task: {name: gym, dataset: leg_counting, config: {min_animals: 2, max_animals: 3}}
 
-Each split comes from its own generator seed derived from the run seed, and
-questions are deduplicated across splits by their text (test first, then val,
-then train), so val and test can hold thousands of questions at no cost and no
-question is ever in two splits. `task.config` is passed to the dataset's own
-config class (its difficulty knobs). Needs `pip install 'undo-distill[gym]'`.
+reasoning-gym draws item i of a dataset made with seed S from `Random(S + i)`. Each
+(run seed, split) gets its own block of those generator states, so no two seeds and no
+two splits ever draw the same item, whatever the sizes asked for. A question text can
+still come out of two different states by chance; so every question also belongs to one
+split by a hash of its text (a quarter of all possible questions can only ever be test,
+a quarter only val, half only train), and a test question of any seed is never in
+another seed's train or val. Inside one seed the splits are disjoint too. `task.config`
+is passed to the dataset's own config class (its difficulty knobs). Needs
+`pip install 'undo-distill[gym]'`.
 """
 
 from __future__ import annotations
@@ -19,15 +23,23 @@ from undo.config import TaskConfig
 from undo.errors import UserError
 from undo.tasks.base import Record, Task, register_task
 
-# Test is drawn first so that, for a given run seed, it never depends on the sizes of train/val.
-SPLIT_ORDER = ("test", "val", "train")
-# A generator may repeat questions at low difficulty; draw up to this many times the size asked.
-OVERSAMPLE = 20
+SPLITS = ("train", "val", "test")
+# Generator states per (run seed, split): far more than any split draws, so blocks never meet.
+STATE_BLOCK = 2**32
+# A generator may repeat questions at low difficulty and three quarters of what it draws
+# belong to other splits: draw up to this many times the size asked.
+OVERSAMPLE = 40
 
 
 def split_seed(run_seed: int, split: str) -> int:
-    """A distinct, stable generator seed per (run seed, split)."""
-    return int(hashlib.sha256(f"undo-gym:{run_seed}:{split}".encode()).hexdigest()[:8], 16)
+    """The first generator state of (run seed, split): blocks of STATE_BLOCK never overlap."""
+    return (run_seed * len(SPLITS) + SPLITS.index(split)) * STATE_BLOCK
+
+
+def split_of(question: str) -> str:
+    """The one split a question text may ever be in, for every seed (a hash of the text)."""
+    zone = hashlib.sha256(question.encode()).digest()[0] % 4
+    return "test" if zone == 0 else "val" if zone == 1 else "train"
 
 
 def create(dataset: str, options: dict[str, Any], seed: int, size: int) -> Any:
@@ -107,24 +119,25 @@ def _record(dataset: str, entry: dict[str, Any], answer_type: str) -> Record:
 
 
 def generate_splits(cfg: TaskConfig, seed: int, sizes: dict[str, int | None]) -> dict[str, list[Record]]:
-    """Distinct questions per split, each split from its own seed; fixed order test, val, train."""
+    """Distinct questions per split: each split draws from its own block of generator states
+    and keeps only the questions whose text belongs to it (`split_of`)."""
     if not cfg.dataset:
         raise UserError("task.dataset is required for task 'gym' (e.g. task.dataset=leg_counting)")
     answer_type = cfg.answer_type or "number"
-    seen: set[str] = set()
     out: dict[str, list[Record]] = {}
-    for split in SPLIT_ORDER:
+    for split in SPLITS:
         n = sizes[split]
         if n is None:
             raise UserError(f"splits.{split} must be a number for task 'gym' (generated data has no end)")
         ds = create(cfg.dataset, cfg.config, split_seed(seed, split), max(n, 1) * OVERSAMPLE)
+        seen: set[str] = set()
         records: list[Record] = []
         for i in range(len(ds)):
             if len(records) == n:
                 break
             entry = ds[i]
             question = entry["question"].strip()
-            if question in seen:
+            if question in seen or split_of(question) != split:
                 continue
             seen.add(question)
             records.append(_record(cfg.dataset, entry, answer_type))
@@ -133,7 +146,7 @@ def generate_splits(cfg: TaskConfig, seed: int, sizes: dict[str, int | None]) ->
                             f"{len(records)} distinct {split} questions for splits.{split}={n}; "
                             "ask for fewer or widen the config")
         out[split] = records
-    return {split: out[split] for split in ("train", "val", "test")}
+    return out
 
 
 @register_task("gym")

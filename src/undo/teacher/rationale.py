@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from undo.config import TeacherConfig
-from undo.errors import UserError
 from undo.grading import answer_line, answer_type
 from undo.runstore import append_jsonl, read_jsonl
 from undo.steps import first_false_step
@@ -88,16 +87,43 @@ def _sample_index(attempt: int, seed: int) -> int:
 
 
 def few_shot_examples(records: list[Record], n: int) -> list[dict[str, str]]:
-    """Up to n worked examples for the explain prompt, from gold rationales (GSM8K has them)."""
+    """Up to n worked examples from the task's own gold rationales (gsm8k and some gym
+    datasets have them); [] when it has none (see `teacher_examples`)."""
     if n <= 0:
         return []
     # each ends with the answer line the teacher is asked to write, so the format is shown too
-    examples = [{"question": r.prompt(), "rationale": with_answer_line(r.meta["gold_rationale"], r)}
-                for r in records if r.meta.get("gold_rationale")][:n]
-    if not examples:
-        raise UserError("teacher.few_shot needs gold rationales, which this task does not provide "
-                        "(gsm8k does); set teacher.few_shot=0")
-    return examples
+    return [{"question": r.prompt(), "rationale": with_answer_line(r.meta["gold_rationale"], r)}
+            for r in records if r.meta.get("gold_rationale")][:n]
+
+
+# zero-shot questions tried per worked example wanted, when the teacher writes its own
+EXAMPLE_CANDIDATES = 8
+
+
+def example_candidates(train: list[Record], n: int) -> list[Record]:
+    """The train questions a teacher-written worked example may come from (never val or test)."""
+    return train[: n * EXAMPLE_CANDIDATES]
+
+
+def examples_from_rows(candidates: list[Record], rows: list[dict[str, Any]], n: int) -> list[dict[str, str]]:
+    """The first n verified rationales of a zero-shot pass, as worked examples."""
+    by_id = {r.id: r for r in candidates}
+    return [{"question": by_id[row["id"]].prompt(), "rationale": row["rationale"]}
+            for row in rows if row.get("rationale") and row["id"] in by_id][:n]
+
+
+def teacher_examples(train: list[Record], n: int, teacher: Any, cfg: TeacherConfig, out_path: Path,
+                     usage: Usage, seed: int = 0,
+                     progress: Callable[[int, int], None] | None = None) -> list[dict[str, str]]:
+    """Worked examples for a task without gold rationales: the teacher explains the first
+    train questions zero-shot (verified as always, never rationalized: a hinted rationale is
+    no example of solving), and its first n verified rationales become the examples.
+    Written to out_path, so a resumed run reuses them."""
+    candidates = example_candidates(train, n)
+    rows = generate_rationales([TeachItem(r) for r in candidates], teacher,
+                               cfg.model_copy(update={"rationalize": False}), out_path, usage,
+                               examples=[], progress=progress, seed=seed)
+    return examples_from_rows(candidates, rows, n)
 
 
 # refine prompts grow with history; cut in this order when the server says it is too long
