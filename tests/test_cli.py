@@ -228,3 +228,24 @@ def test_a_refused_resume_leaves_the_run_folder_as_it_was(tmp_path):
     r = undo("run", "name=r1", "train.lr=0.5", f"output.dir={tmp_path / 'runs'}")
     assert r.returncode == 2 and "differs in train.lr" in r.stderr, r.stderr
     assert _tree(run) == before
+
+
+def test_compare_arms_of_several_seeds_resamples_seeds_too(tmp_path):
+    """Two arms, three seeds each: the interval of the difference covers the seeds' spread
+    (hierarchical bootstrap), and the per-seed differences come beside it."""
+    rng = __import__("random").Random(0)
+    runs = {}
+    for arm, rates in (("oneshot", (0.3, 0.4, 0.5)), ("undo", (0.35, 0.55, 0.45))):
+        runs[arm] = [_fake_run(tmp_path, f"{arm}-s{i}", [rng.random() < p for _ in range(200)])
+                     for i, p in enumerate(rates)]
+    r = undo("compare", ",".join(map(str, runs["oneshot"])), ",".join(map(str, runs["undo"])),
+             "--n-boot", "2000")
+    assert r.returncode == 0, r.stderr
+    ref, other = json.loads(r.stdout.splitlines()[-1])["rows"]
+    assert ref["seeds"] == other["seeds"] == 3 and ref["n"] == 600
+    assert other["diff_per_seed"] == pytest.approx([o - a for o, a in zip(other["per_seed"], ref["per_seed"],
+                                                                          strict=True)])
+    assert other["diff"] == pytest.approx(sum(other["diff_per_seed"]) / 3)
+    assert other["ci_low"] < other["diff"] < other["ci_high"]
+    r = undo("compare", ",".join(map(str, runs["oneshot"])), str(runs["undo"][0]))
+    assert r.returncode == 2 and "same number of runs" in r.stderr

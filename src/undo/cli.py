@@ -363,21 +363,29 @@ def export_model_cmd(
 
 @app.command(name="compare")
 def compare_cmd(
-    runs: Annotated[list[str], typer.Argument(
-        help="run folders (RUN@K: iteration K, RUN@base); the first is the reference")],
+    arms: Annotated[list[str], typer.Argument(
+        help="one arm per argument: a run folder (RUN@K: iteration K, RUN@base), or several separated "
+             "by commas, one per seed, in the same seed order for every arm; the first arm is the reference")],
     n_boot: Annotated[int, typer.Option("--n-boot")] = 10_000,
 ) -> None:
-    """Test accuracies side by side, with a paired bootstrap 95% CI of each run minus the first.
+    """Test accuracies side by side, and each arm minus the first with a 95% CI.
 
-    Example: undo compare runs/svamp-undo@0 runs/svamp-undo@base runs/svamp-undo
+    With one run per arm the interval resamples questions (paired). With several runs per arm
+    (one per seed) it resamples seeds, then questions within each: it covers training noise too.
+
+    Examples: undo compare runs/svamp-undo@0 runs/svamp-undo@base runs/svamp-undo;
+    undo compare runs/oneshot-s1,runs/oneshot-s2,runs/oneshot-s3 runs/undo-s1,runs/undo-s2,runs/undo-s3
     """
     from undo.report import compare
 
-    rows = compare(runs, n_boot)
+    rows = compare([a.split(",") for a in arms], n_boot)
     for r in rows:
+        each = "  per seed " + ", ".join(f"{x:.1%}" for x in r["per_seed"]) if r["seeds"] > 1 else ""
         ci = (f"  diff {r['diff']:+.1%}  95% CI [{r['ci_low']:+.1%}, {r['ci_high']:+.1%}]"
+              + ("  per seed " + ", ".join(f"{x:+.1%}" for x in r["diff_per_seed"]) if r["seeds"] > 1 else "")
               if "diff" in r else "  (reference)")
-        print(f"{r['run']:<40} n={r['n']:<5} test {r['test_acc']:.1%}{ci}")
+        print(f"{r['run']:<40} n={r['n']:<5} test {r['test_acc']:.1%} [{r['acc_ci_low']:.1%}, "
+              f"{r['acc_ci_high']:.1%}]{ci}{each if 'diff' not in r else ''}")
     _emit({"rows": rows})
 
 

@@ -19,6 +19,7 @@ from undo.config import RunConfig, config_to_yaml, resume_diff
 from undo.errors import UserError
 from undo.feedback import refine_items, solved, student_profile, tailoring
 from undo.mixing import mix_training_set
+from undo.plan import matched_steps, preflight
 from undo.runstore import RunStore, append_jsonl, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
@@ -391,9 +392,8 @@ class UndoRun:
         cfg = self.cfg
         display.info(f"run folder: {self.store.root}  ·  train {len(self.splits['train'])}, "
                      f"val {len(self.splits['val'])}, test {len(self.splits['test'])}")
-        # what can fail in a minute fails before the base evaluation spends several
-        if cfg.train.match_steps_of:
-            matched_steps(Path(cfg.train.match_steps_of))
+        # every refusal the config can cause comes before any model work (undo/plan.py)
+        preflight(cfg, self.splits)
         if not self.store.done(0, "teach"):
             _ = self.teacher  # builds the backend and health-checks the endpoint
         fresh = [] if self.store.path("base", "metrics.json").exists() else ["base"]
@@ -477,10 +477,3 @@ class UndoRun:
                      f"{summary['best_test_acc']:.1%}); stopped: {stop_reason}")
         return summary
 
-
-def matched_steps(run_dir: Path) -> int:
-    """Total optimizer steps an UNDO run used: the longer-standard-training control."""
-    path = run_dir / "summary.json"
-    if not path.exists():
-        raise UserError(f"train.match_steps_of: {path} not found (finish that run first)")
-    return int(read_json(path)["total_steps"])

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from undo.config import RunConfig
+from undo.errors import UserError
 from undo.lm.engines import ENGINES
 from undo.lm.models import resolve_model
+from undo.runstore import read_json
 from undo.tasks import make_splits
 
 # a rough prompt size for the bound; refine prompts carry the student's attempt too
@@ -30,13 +33,57 @@ def _check_model(spec: str) -> str:
     return resolved.path if Path(resolved.path).exists() else f"hub {resolved.path} (downloaded on first use)"
 
 
+def preflight(cfg: RunConfig, splits: dict[str, list[Any]]) -> dict[str, str]:
+    """Every refusal the config alone can cause, before any model is loaded or any teacher
+    called: models found, engines importable, the training launcher's files there, LoRA
+    within what vLLM will serve, a budget that fits one question. Returns where each
+    model comes from."""
+    models = {"student": _check_model(cfg.student.model)}
+    if cfg.teacher.backend in ENGINES:  # in-process: finding the model is the check
+        models["teacher"] = _check_model(cfg.teacher.model)
+    roles = [("student", cfg.student.backend)] + ([("teacher", cfg.teacher.backend)]
+                                                  if cfg.teacher.backend in ENGINES else [])
+    for role, backend in roles:
+        if backend == "vllm":
+            import importlib.util
+
+            if importlib.util.find_spec("vllm") is None:
+                raise UserError(f"{role}.backend=vllm needs vLLM: pip install 'undo-distill[vllm]'")
+    if cfg.student.backend == "vllm" and cfg.student.lora is not None:
+        if not cfg.student.vllm.enable_lora:
+            raise UserError("student.vllm.enable_lora is false, but student.lora trains LoRA students "
+                            "that vLLM must then serve: set it true, or student.lora=null")
+        if cfg.student.lora.r > cfg.student.vllm.max_lora_rank:
+            raise UserError(f"student.lora.r={cfg.student.lora.r} is above student.vllm.max_lora_rank="
+                            f"{cfg.student.vllm.max_lora_rank}: raise the one or lower the other")
+    acc = cfg.train.accelerate_config
+    if cfg.train.launcher == "accelerate" and acc and not Path(acc).is_file():
+        raise UserError(f"train.accelerate_config: file not found: {acc}")
+    if cfg.train.match_steps_of:
+        matched_steps(Path(cfg.train.match_steps_of))
+    b = cfg.loop.budget
+    if b.limited and splits["train"]:
+        from undo.teacher.base import Usage
+        from undo.teacher.budget import TeacherBudget
+        from undo.teacher.rationale import TeachItem, few_shot_examples, messages_for
+
+        # the first explain request, without teacher-written examples (they only add to it)
+        first = messages_for(TeachItem(splits["train"][0]), cfg.teacher,
+                             few_shot_examples(splits["train"], cfg.teacher.few_shot))
+        budget = TeacherBudget(tokens_left=b.teacher_tokens, cost_left=b.cost, price=cfg.teacher.price,
+                               max_tokens=cfg.teacher.max_tokens)
+
+        if not budget.fits(Usage(), *budget.bound(first)):
+            raise UserError("loop.budget is too small for even one teacher question "
+                            f"(left: {b.teacher_tokens} tokens, {b.cost} USD)")
+    return models
+
+
 def plan(cfg: RunConfig) -> dict[str, Any]:
     """Splits and upper bounds. No teacher endpoint is contacted: the run's first step
     health-checks it (a dry run that calls out is not dry)."""
     splits = make_splits(cfg.task, cfg.splits, cfg.seed)
-    models = {"student": _check_model(cfg.student.model)}
-    if cfg.teacher.backend in ENGINES:  # in-process: finding the model is the check
-        models["teacher"] = _check_model(cfg.teacher.model)
+    models = preflight(cfg, splits)
     n_train = len(splits["train"])
     t = cfg.teacher
     explain_calls = t.max_attempts + (1 if t.rationalize else 0)
@@ -53,10 +100,6 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
     steps = (cfg.train.max_steps if cfg.train.max_steps > 0
              else math.ceil(n_train / batch) * math.ceil(max(cfg.train.epochs, cfg.train.refine_epochs or 0)))
     if cfg.train.match_steps_of:  # the matched baseline trains as long as that run did
-        from pathlib import Path
-
-        from undo.loop import matched_steps
-
         steps = matched_steps(Path(cfg.train.match_steps_of))
     out: dict[str, Any] = {
         "run_dir": str(cfg.run_dir),
@@ -91,3 +134,11 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
         out["cost_usd_max"] = round((p_in * t.price.get("input", 0)
                                      + p_out * t.price.get("output", 0)) / 1e6, 2)
     return out
+
+
+def matched_steps(run_dir: Path) -> int:
+    """Total optimizer steps an UNDO run used: the longer-standard-training control."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        raise UserError(f"train.match_steps_of: {path} not found (finish that run first)")
+    return int(read_json(path)["total_steps"])

@@ -217,23 +217,39 @@ def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[
     return label, {a["id"]: bool(a["correct"]) for a in read_jsonl(path)}
 
 
-def compare(runs: list[Path | str], n_boot: int = 10_000) -> list[dict[str, Any]]:
-    """Test accuracy of each run, and each run minus the first with a paired 95% CI."""
-    loaded = [test_attempts(r) for r in runs]
-    base_label, base = loaded[0]
-    for label, res in loaded:
-        if not res:
-            raise UserError(f"{label}: no test attempts to compare (its attempts_test.jsonl is empty)")
+def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_000) -> list[dict[str, Any]]:
+    """Test accuracy of each arm, and each arm minus the first with a 95% CI.
+
+    An arm is one run, or several (one per seed: `RUN_A_s1,RUN_A_s2`), paired with the other
+    arms' runs in the order given: each seed's runs must have answered the same test
+    questions. The interval is a hierarchical bootstrap (seeds, then questions within each),
+    which covers training noise as well as question sampling; with one run per arm it is the
+    paired bootstrap over questions. Rows carry the per-seed figures beside the interval."""
+    from undo.stats import hierarchical_bootstrap, paired_by_seed
+
+    specs = [[a] if isinstance(a, (str, Path)) else list(a) for a in arms]
+    if len({len(s) for s in specs}) != 1:
+        raise UserError("every arm needs the same number of runs (one per seed, in the same seed order); "
+                        f"got {', '.join(str(len(s)) for s in specs)}")
+    loaded = [[test_attempts(r) for r in spec] for spec in specs]
+    for arm in loaded:
+        for label, res in arm:
+            if not res:
+                raise UserError(f"{label}: no test attempts to compare (its attempts_test.jsonl is empty)")
+    ref = loaded[0]
     out = []
-    for label, res in loaded:
-        common = sorted(set(base) & set(res))
-        if len(common) != len(base):
-            raise UserError(f"{label} and {base_label} were not scored on the same test questions")
-        row: dict[str, Any] = {"run": label, "n": len(common),
-                               "test_acc": sum(res[i] for i in common) / len(common)}
-        if label != base_label:
-            d, lo, hi = paired_bootstrap([base[i] for i in common], [res[i] for i in common],
-                                         n_boot)
-            row.update(diff=d, ci_low=lo, ci_high=hi)
+    for arm in loaded:
+        for (label, res), (ref_label, ref_res) in zip(arm, ref, strict=True):
+            if set(res) != set(ref_res):
+                raise UserError(f"{label} and {ref_label} were not scored on the same test questions")
+        label = ",".join(lbl for lbl, _ in arm)
+        per_seed = [sum(res.values()) / len(res) for _, res in arm]
+        acc, lo, hi = hierarchical_bootstrap([list(res.values()) for _, res in arm], n_boot)
+        row: dict[str, Any] = {"run": label, "seeds": len(arm), "n": sum(len(res) for _, res in arm),
+                               "test_acc": acc, "acc_ci_low": lo, "acc_ci_high": hi, "per_seed": per_seed}
+        if arm is not ref:
+            diffs = paired_by_seed([res for _, res in ref], [res for _, res in arm])
+            d, lo, hi = hierarchical_bootstrap(diffs, n_boot)
+            row.update(diff=d, ci_low=lo, ci_high=hi, diff_per_seed=[sum(x) / len(x) for x in diffs])
         out.append(row)
     return out
