@@ -130,6 +130,17 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     if m1["train_errors"]:
         modes = {json.loads(line)["mode"] for line in (run_dir / "iter_1/rationales.jsonl").open()}
         assert modes == {"refine"}
+    # tailoring: every verified refined text is new or the previous rationale again; the demo's
+    # teacher is not shown the attempt, and the report says so
+    t = m1["tailoring"]
+    refined_rows = [json.loads(line) for line in (run_dir / "iter_1/rationales.jsonl").open()]
+    assert t["questions"] == len(refined_rows) == m1["train_errors"]
+    assert t["texts"] == t["texts_new"] + t["texts_same"] == sum(len(r["rationales"]) for r in refined_rows)
+    assert t["attempt_shown"] == t["false_step_named"] == 0
+    assert summary["iterations"][2]["tailoring"] == t
+    report_md = (run_dir / "report.md").read_text()
+    assert "not the student's attempt (teacher.show_attempt=false)" in report_md
+    assert f"{t['texts_new']}/{t['texts_same']}" in report_md
 
     # 3b) the learning flow: every train question placed in one category for iteration 1,
     # from the attempt files (the last student answered train after the loop stopped)
@@ -369,3 +380,33 @@ def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch):
     tags = set(events.Tags()["scalars"])
     assert "loop/train_examples" in tags and ("flow/val/fixed" in tags or len(iters) == 1)
     assert not list(cfg.run_dir.glob("iter_*/student/runs"))  # the trainer logged no runs of its own
+
+
+@pytest.mark.slow
+def test_the_demo_method_runs_on_a_users_word_problem_file(tmp_path, monkeypatch):
+    """The demo's method (concise, 3 worked examples) on a JSONL of word problems with no gold
+    rationales: the teacher writes its own worked examples from train questions first."""
+    monkeypatch.setenv("UNDO_CACHE_DIR", str(tmp_path / "cache"))
+    rows = json.loads((ROOT / "tests/fixtures/data/svamp/SVAMP.json").read_text())
+    data = tmp_path / "word_problems.jsonl"
+    data.write_text("".join(json.dumps({"question": f"{r['Body']} {r['Question']}", "answer": r["Answer"]})
+                            + "\n" for r in rows))
+    cfg = load_config(ROOT / "configs" / "demo.yaml", [
+        *TINY, "splits.train=12", f"output.dir={tmp_path / 'runs'}", "name=words", "task.name=file",
+        f"task.source={data}", "task.answer_type=number", "task.dataset=null", "task.config={}"])
+    summary = UndoRun(cfg).run()
+    run_dir = cfg.run_dir
+    examples = [json.loads(line) for line in (run_dir / "iter_0/examples.jsonl").open()]
+    train_ids = {json.loads(line)["id"] for line in (run_dir / "splits/train.jsonl").open()}
+    assert len(examples) == 12 and {e["id"] for e in examples} == train_ids  # 3 x 8 candidates, train has 12
+    assert all(a["mode"] == "explain" for e in examples for a in e["attempts"])  # zero-shot, never hinted
+    usages = [read_json(run_dir / "iter_0/teacher_usage.json")["usage"],
+              read_json(run_dir / "iter_0/examples_usage.json")["usage"]]
+    if sum(bool(e["rationale"]) for e in examples) < 3:  # concise: topped up from a stepwise pass
+        stepwise = [json.loads(line) for line in (run_dir / "iter_0/examples_stepwise.jsonl").open()]
+        assert {e["id"] for e in stepwise} <= train_ids
+        usages.append(read_json(run_dir / "iter_0/examples_stepwise_usage.json")["usage"])
+    m0 = read_json(run_dir / "iter_0/metrics.json")
+    assert m0["teacher_tokens"] == sum(u["prompt_tokens"] + u["completion_tokens"] for u in usages)
+    assert m0["train_examples"] > 0
+    assert [r["iteration"] for r in summary["iterations"]] == ["base", 0, 1]

@@ -311,3 +311,23 @@ def test_refine_prompt_shows_three_iterations_oldest_first(style):
         label = text[: at[k]].rsplit("\n", 2)[-2]
         assert f"iteration {k}" in label and "earlier" in label and "most recently" not in label
     assert "later rewrite" not in text.lower()
+
+
+def test_concise_examples_cut_from_stepwise_rationales():
+    """A stepwise chain of thought, cut to its calculations, is a concise worked example only
+    when its calculations hold and the last one lands on the gold answer."""
+    from undo.teacher.rationale import condensed_examples
+
+    recs = [Record("a", "Olivia had 3 dollars, got 49, has 6 left. How much did she spend?", "46", "number"),
+            Record("b", "Q b?", "10", "number"), Record("c", "Q c?", "12", "number"),
+            Record("d", "Q d?", "5", "number")]
+    rows = [
+        {"id": "a", "rationale": "She starts with 3 dollars and gets 49 more: 3 + 49 = 52. "
+                                 "Then she has 6 left, so she spent 52 - 6 = 46.\nThe answer is 46."},
+        {"id": "b", "rationale": "2 + 3 = 6, and 6 + 4 = 10.\nThe answer is 10."},  # a false step
+        # ends on another number than the answer
+        {"id": "c", "rationale": "3 * 4 = 12 is what we need. Then 12 + 1 = 13.\nThe answer is 12."},
+        {"id": "d", "rationale": "Five of them.\nThe answer is 5."},  # no calculation at all
+    ]
+    [ex] = condensed_examples(recs, rows, 3)
+    assert ex == {"question": recs[0].prompt(), "rationale": "3 + 49 = 52\n52 - 6 = 46\nThe answer is 46."}

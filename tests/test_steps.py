@@ -69,3 +69,11 @@ def test_a_refinement_that_writes_the_false_step_right():
     assert not corrects("14 - 5 = 8", "7 + 7 = 14\n14 - 5 = 8\nThe answer is 9.")  # copied the slip
     assert not corrects("14 - 5 = 8", "7 + 2 = 9\nThe answer is 9.")  # another way, not that step
     assert not corrects("no calculation here", "14 - 5 = 9")
+
+
+def test_calculations_cut_a_chain_of_thought_to_its_arithmetic():
+    from undo.steps import calculations
+
+    text = ("First, 3 + 49 = 52 dollars. Again 3 + 49 = 52. Then 52  -  6 = 46 and 2 * 3 + 1 = 7.\n"
+            "The answer is 46.")
+    assert calculations(text) == [("3 + 49 = 52", "52"), ("52 - 6 = 46", "46"), ("2 * 3 + 1 = 7", "7")]

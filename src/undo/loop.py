@@ -28,7 +28,9 @@ from undo.teacher.rationale import (
     FAILED,
     VERIFIED,
     TeachItem,
+    condensed_examples,
     example_candidates,
+    example_pass_config,
     examples_from_rows,
     few_shot_examples,
     generate_rationales,
@@ -39,7 +41,10 @@ from undo.teacher.rationale import (
 SPLITS = ("train", "val", "test")
 # teacher stage -> (its rows, its usage) in the iteration's folder
 STAGE_FILES = {"teach": ("rationales.jsonl", "teacher_usage.json"),
-               "examples": ("examples.jsonl", "examples_usage.json")}
+               "examples": ("examples.jsonl", "examples_usage.json"),
+               "examples_stepwise": ("examples_stepwise.jsonl", "examples_stepwise_usage.json")}
+# the worked-example passes of iteration 0 (when the task has no gold rationales)
+EXAMPLE_STAGES = ("examples", "examples_stepwise")
 
 
 class BudgetSpent(Exception):
@@ -130,9 +135,7 @@ class UndoRun:
                 raise UserError("loop.budget is too small for even one teacher question "
                                 f"(left: {budget.tokens_left} tokens, {budget.cost_left} USD)")
             raise BudgetSpent(f"teacher budget spent before iteration {k}")
-        # worked examples must be solved, not derived from a hint
-        teacher_cfg = self.cfg.teacher if stage == "teach" else self.cfg.teacher.model_copy(
-            update={"rationalize": False})
+        teacher_cfg = self.cfg.teacher if stage == "teach" else example_pass_config(self.cfg.teacher, stage)
         with display.stage(f"iter {k} · {label}", None) as advance:
             try:
                 rows = generate_rationales(items, self.teacher, teacher_cfg, path, usage,
@@ -151,15 +154,23 @@ class UndoRun:
     def worked_examples(self) -> list[dict[str, str]]:
         """teacher.few_shot worked examples, shown in every teacher prompt: the task's gold
         rationales where it has them; otherwise the teacher's own verified zero-shot rationales
-        of the first train questions (never val or test), made once (iter_0/examples.jsonl)."""
+        of the first train questions (never val or test), made once (iter_0/examples.jsonl;
+        in the concise style topped up from a stepwise pass cut to its calculations)."""
         if self._examples is None:
             n, train = self.cfg.teacher.few_shot, self.splits["train"]
             self._examples = few_shot_examples(train, n)
             if n and not self._examples:
+                # the same two passes as rationale.teacher_examples, each a resumable stage
                 candidates = example_candidates(train, n)
                 rows = self.teach(0, [TeachItem(r) for r in candidates], "teacher writes worked examples",
                                   [], stage="examples")
                 self._examples = examples_from_rows(candidates, rows, n)
+                if len(self._examples) < n and self.cfg.teacher.style == "concise":
+                    shown = {e["question"] for e in self._examples}
+                    rest = [r for r in candidates if r.prompt() not in shown]
+                    rows = self.teach(0, [TeachItem(r) for r in rest], "worked examples, stepwise", [],
+                                      stage="examples_stepwise")
+                    self._examples += condensed_examples(rest, rows, n - len(self._examples))
                 if len(self._examples) < n:
                     display.info(f"worked examples: the teacher verified {len(self._examples)} of the "
                                  f"{n} asked for in {len(candidates)} zero-shot tries; going on with those")
@@ -194,8 +205,8 @@ class UndoRun:
             return None
         spent = spent_before([self.store.path(j, "teacher_usage.json") for j in range(k)]
                              + [self.store.path(k, "teacher_usage.partial.json")]
-                             + [self.store.path(0, f) for f in ("examples_usage.json",
-                                                                "examples_usage.partial.json")])
+                             + [self.store.path(0, STAGE_FILES[st][1].replace(".json", suffix))
+                                for st in EXAMPLE_STAGES for suffix in (".json", ".partial.json")])
         ratio = measured_bytes_per_token([self.store.path(j, "rationales.jsonl") for j in range(k + 1)])
         return TeacherBudget(
             tokens_left=None if b.teacher_tokens is None
@@ -344,7 +355,8 @@ class UndoRun:
         self.score(k, student_dir, metrics)
         # iteration 0's teacher work includes the zero-shot pass that wrote worked examples
         usages = [read_json(p)["usage"] for p in [self.store.path(k, "teacher_usage.json")]
-                  + ([self.store.path(0, "examples_usage.json")] if k == 0 else []) if p.exists()]
+                  + ([self.store.path(0, STAGE_FILES[st][1]) for st in EXAMPLE_STAGES] if k == 0 else [])
+                  if p.exists()]
         metrics["teacher_tokens"] = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
                                         for u in usages)
         metrics["teacher_requests"] = sum(u.get("requests", 0) for u in usages)

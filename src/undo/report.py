@@ -180,7 +180,8 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
                else "the 95% interval includes zero: not distinguishable from one-shot at this size")
     how = "chosen on val" if best != 0 else "not chosen (its val accuracy did not beat one-shot's)"
     sentence = (f"UNDO's iteration {undo_k}, {how}, scores {d:+.1%} [{lo:+.1%}, {hi:+.1%}] against "
-                f"one-shot on {len(ids)} test questions; {verdict}.")
+                f"one-shot at the same epochs on {len(ids)} test questions; {verdict} (one seed: "
+                "training noise is not in this interval; `undo compare` over runs of several seeds covers it).")
     return {"rows": rows, "sentence": sentence}
 
 

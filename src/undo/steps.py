@@ -78,16 +78,35 @@ def _holds(value: Fraction, rhs: str, divides: bool) -> bool:
     return abs(value - written) <= tolerance
 
 
-def first_false_step(text: str) -> str | None:
-    """The first calculation in `text` that does not hold, as written; None if all hold."""
+def _calculations(text: str) -> list[re.Match[str]]:
+    """The plain calculations of `text` this check can read, in order."""
+    out = []
     for m in _CALC.finditer(text):
         clause = _CLAUSE_BREAK.sub("", text[: m.start()], count=1)
         if _OPERATOR.search(clause) or _FRACTION_DIVISOR.search(m["lhs"]):
             continue  # the tail of a longer calculation, or "50 / 1/2" (÷ a half, or not?)
+        out.append(m)
+    return out
+
+
+def first_false_step(text: str) -> str | None:
+    """The first calculation in `text` that does not hold, as written; None if all hold."""
+    for m in _calculations(text):
         value = _evaluate(m["lhs"])
         if value is None or not _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
             return m.group(0)
     return None
+
+
+def calculations(text: str) -> list[tuple[str, str]]:
+    """(calculation as written, its result) for each plain calculation, repeats dropped:
+    a chain of thought cut down to its arithmetic."""
+    out: list[tuple[str, str]] = []
+    for m in _calculations(text):
+        calc = " ".join(m.group(0).split())
+        if calc not in (c for c, _ in out):
+            out.append((calc, m["rhs"]))
+    return out
 
 
 def _plain(lhs: str) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 from undo.config import TeacherConfig
 from undo.grading import answer_line, answer_type
 from undo.runstore import append_jsonl, read_jsonl
-from undo.steps import first_false_step
+from undo.steps import calculations, first_false_step
 from undo.tasks.base import Record
 from undo.teacher.base import CONTEXT_LENGTH, Request, SamplingParams, Usage
 from undo.teacher.budget import TeacherBudget, prompt_bytes
@@ -112,18 +112,62 @@ def examples_from_rows(candidates: list[Record], rows: list[dict[str, Any]], n: 
             for row in rows if row.get("rationale") and row["id"] in by_id][:n]
 
 
+# a zero-shot chain of thought needs room: at the demo's 96 tokens most would be cut off
+STEPWISE_EXAMPLE_TOKENS = 384
+
+
+def example_pass_config(cfg: TeacherConfig, stage: str) -> TeacherConfig:
+    """The teacher settings of a worked-example pass: never rationalized (a hinted rationale
+    is no example of solving); the `examples_stepwise` pass asks for a chain of thought."""
+    update: dict[str, Any] = {"rationalize": False}
+    if stage == "examples_stepwise":
+        update.update(style="stepwise", max_tokens=max(cfg.max_tokens, STEPWISE_EXAMPLE_TOKENS))
+    return cfg.model_copy(update=update)
+
+
+def condensed_examples(candidates: list[Record], rows: list[dict[str, Any]], n: int) -> list[dict[str, str]]:
+    """Concise worked examples cut from verified stepwise rationales: their calculations, one
+    per line, then the answer line. Kept only when every calculation holds and the last one's
+    result is the gold answer, so the cut-down text still derives the answer by itself."""
+    by_id = {r.id: r for r in candidates}
+    out = []
+    for row in rows:
+        r = by_id.get(row["id"])
+        if r is None or not row.get("rationale"):
+            continue
+        calcs = calculations(row["rationale"])
+        if not calcs or first_false_step(row["rationale"]):
+            continue
+        last = calcs[-1][1].replace("−", "-")
+        if not r.grade(answer_line(last.lstrip("$€£"))).correct:
+            continue
+        text = "\n".join(c for c, _ in calcs) + "\n" + answer_line(r.gold_display())
+        out.append({"question": r.prompt(), "rationale": text})
+    return out[:n]
+
+
 def teacher_examples(train: list[Record], n: int, teacher: Any, cfg: TeacherConfig, out_path: Path,
                      usage: Usage, seed: int = 0,
                      progress: Callable[[int, int], None] | None = None) -> list[dict[str, str]]:
     """Worked examples for a task without gold rationales: the teacher explains the first
-    train questions zero-shot (verified as always, never rationalized: a hinted rationale is
-    no example of solving), and its first n verified rationales become the examples.
-    Written to out_path, so a resumed run reuses them."""
+    train questions zero-shot (verified as always, never rationalized), and its first n
+    verified rationales become the examples. In the concise style a small teacher writes few
+    such solutions unprompted (0 of 12 SVAMP questions for the 0.5B), so what is missing
+    comes from a stepwise pass over the rest, cut down to its calculations
+    (`condensed_examples`). Written beside out_path, so a resumed run reuses them."""
     candidates = example_candidates(train, n)
     rows = generate_rationales([TeachItem(r) for r in candidates], teacher,
-                               cfg.model_copy(update={"rationalize": False}), out_path, usage,
-                               examples=[], progress=progress, seed=seed)
-    return examples_from_rows(candidates, rows, n)
+                               example_pass_config(cfg, "examples"), out_path, usage, examples=[],
+                               progress=progress, seed=seed)
+    examples = examples_from_rows(candidates, rows, n)
+    if len(examples) < n and cfg.style == "concise":
+        rest = [r for r in candidates if r.prompt() not in {e["question"] for e in examples}]
+        more = generate_rationales([TeachItem(r) for r in rest], teacher,
+                                   example_pass_config(cfg, "examples_stepwise"),
+                                   out_path.with_name(out_path.stem + "_stepwise.jsonl"), usage, examples=[],
+                                   progress=progress, seed=seed)
+        examples += condensed_examples(rest, more, n - len(examples))
+    return examples
 
 
 # refine prompts grow with history; cut in this order when the server says it is too long
