@@ -162,14 +162,19 @@ def test_few_shot_examples_come_from_gold_rationales_and_never_show_the_question
 def test_a_task_without_gold_rationales_gets_the_teachers_own_worked_examples(server, tmp_path):
     """teacher_examples: a zero-shot pass over the first train questions, verified, never
     rationalized; its first n verified rationales are the examples; resumed from its file."""
-    from undo.teacher.rationale import EXAMPLE_CANDIDATES, teacher_examples
+    from undo.teacher.rationale import EXAMPLE_CANDIDATES, example_pass_config, teacher_examples
 
     teacher, cfg = teacher_for(server.url, tmp_path)
     recs = [Record(f"w{i}", f"Word problem {i}: how many?", "0", "number") for i in range(40)]
     for r in recs[1::2]:  # every other question is one the server answers right
         r.answer = answer_of(_messages(TeachItem(r), "explain", cfg, []))
     out, usage = tmp_path / "examples.jsonl", Usage()
-    shots = teacher_examples(recs, 3, teacher, cfg, out, usage)
+
+    def run_pass(stage, records):
+        return generate_rationales([TeachItem(r) for r in records], teacher, example_pass_config(cfg, stage),
+                                   out, usage, examples=[])
+
+    shots = teacher_examples(recs, 3, cfg.style, run_pass)
     assert [s["question"] for s in shots] == [recs[i].prompt() for i in (1, 3, 5)]
     assert all(s["rationale"].endswith(f"The answer is {recs[i].answer}.")
                for s, i in zip(shots, (1, 3, 5), strict=True))
@@ -177,7 +182,7 @@ def test_a_task_without_gold_rationales_gets_the_teachers_own_worked_examples(se
     assert len(rows) == 3 * EXAMPLE_CANDIDATES  # candidates: train's first questions only
     assert all(a["mode"] == "explain" for r in rows for a in r["attempts"])  # no rationalization
     calls = server.chat_calls
-    assert teacher_examples(recs, 3, teacher, cfg, out, Usage()) == shots and server.chat_calls == calls
+    assert teacher_examples(recs, 3, cfg.style, run_pass) == shots and server.chat_calls == calls
 
 
 def test_refine_samples_asks_for_k_distinct_verified_texts(server, tmp_path):

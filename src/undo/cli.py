@@ -185,6 +185,7 @@ def teach(
     from undo.teacher.base import Usage
     from undo.teacher.rationale import (
         TeachItem,
+        example_pass_config,
         few_shot_examples,
         generate_rationales,
         summarize,
@@ -210,10 +211,14 @@ def teach(
     train_records = records if split == "train" else split_part(cfg, "train")
     examples = few_shot_examples(train_records, cfg.teacher.few_shot)
     if cfg.teacher.few_shot and not examples:
-        with display.stage("teacher writes worked examples", None) as advance:
-            examples = teacher_examples(train_records, cfg.teacher.few_shot, teacher, cfg.teacher,
-                                        out.with_suffix(".examples.jsonl"), usage, cfg.seed,
-                                        lambda n, _t: advance(n))
+        def run_pass(stage: str, recs: list) -> list[dict]:
+            with display.stage(f"worked examples ({stage})", None) as advance:
+                return generate_rationales([TeachItem(r) for r in recs], teacher,
+                                           example_pass_config(cfg.teacher, stage),
+                                           out.with_suffix(f".{stage}.jsonl"), usage, examples=[],
+                                           progress=lambda n, _t: advance(n), seed=cfg.seed)
+
+        examples = teacher_examples(train_records, cfg.teacher.few_shot, cfg.teacher.style, run_pass)
     with display.stage("teacher explains", None) as advance:
         rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg.teacher, out,
                                    usage, examples=examples, progress=lambda n, _t: advance(n), seed=cfg.seed)

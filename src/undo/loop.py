@@ -28,14 +28,13 @@ from undo.teacher.rationale import (
     FAILED,
     VERIFIED,
     TeachItem,
-    condensed_examples,
     example_candidates,
     example_pass_config,
-    examples_from_rows,
     few_shot_examples,
     generate_rationales,
     messages_for,
     summarize,
+    teacher_examples,
 )
 
 SPLITS = ("train", "val", "test")
@@ -104,8 +103,8 @@ class UndoRun:
 
     def teach(self, k: int, items: list[TeachItem], label: str,
               examples: list[dict[str, str]] | None = None, stage: str = "teach") -> list[dict[str, Any]]:
-        """A teacher stage of iteration k: `teach` (explain or refine: rationales.jsonl) or
-        `examples` (the zero-shot pass that writes worked examples: examples.jsonl)."""
+        """A teacher stage of iteration k: `teach` (explain or refine: rationales.jsonl), or one
+        of the zero-shot passes that write worked examples (EXAMPLE_STAGES)."""
         rows_file, usage_file = STAGE_FILES[stage]
         path = self.store.path(k, rows_file)
         if self.store.done(k, stage):
@@ -160,20 +159,15 @@ class UndoRun:
             n, train = self.cfg.teacher.few_shot, self.splits["train"]
             self._examples = few_shot_examples(train, n)
             if n and not self._examples:
-                # the same two passes as rationale.teacher_examples, each a resumable stage
-                candidates = example_candidates(train, n)
-                rows = self.teach(0, [TeachItem(r) for r in candidates], "teacher writes worked examples",
-                                  [], stage="examples")
-                self._examples = examples_from_rows(candidates, rows, n)
-                if len(self._examples) < n and self.cfg.teacher.style == "concise":
-                    shown = {e["question"] for e in self._examples}
-                    rest = [r for r in candidates if r.prompt() not in shown]
-                    rows = self.teach(0, [TeachItem(r) for r in rest], "worked examples, stepwise", [],
-                                      stage="examples_stepwise")
-                    self._examples += condensed_examples(rest, rows, n - len(self._examples))
+                def run_pass(stage: str, records: list[Record]) -> list[dict[str, Any]]:
+                    return self.teach(0, [TeachItem(r) for r in records], f"teacher writes worked examples "
+                                      f"({stage})", [], stage=stage)
+
+                self._examples = teacher_examples(train, n, self.cfg.teacher.style, run_pass)
                 if len(self._examples) < n:
-                    display.info(f"worked examples: the teacher verified {len(self._examples)} of the "
-                                 f"{n} asked for in {len(candidates)} zero-shot tries; going on with those")
+                    display.info(f"worked examples: the teacher verified {len(self._examples)} of the {n} "
+                                 f"asked for in {len(example_candidates(train, n))} zero-shot tries; "
+                                 "going on with those")
         return self._examples
 
     def repeat(self, k: int, items: list[TeachItem]) -> list[dict[str, Any]]:

@@ -146,27 +146,22 @@ def condensed_examples(candidates: list[Record], rows: list[dict[str, Any]], n: 
     return out[:n]
 
 
-def teacher_examples(train: list[Record], n: int, teacher: Any, cfg: TeacherConfig, out_path: Path,
-                     usage: Usage, seed: int = 0,
-                     progress: Callable[[int, int], None] | None = None) -> list[dict[str, str]]:
-    """Worked examples for a task without gold rationales: the teacher explains the first
-    train questions zero-shot (verified as always, never rationalized), and its first n
-    verified rationales become the examples. In the concise style a small teacher writes few
-    such solutions unprompted (0 of 12 SVAMP questions for the 0.5B), so what is missing
-    comes from a stepwise pass over the rest, cut down to its calculations
-    (`condensed_examples`). Written beside out_path, so a resumed run reuses them."""
+def teacher_examples(train: list[Record], n: int, style: str,
+                     run_pass: Callable[[str, list[Record]], list[dict[str, Any]]]) -> list[dict[str, str]]:
+    """Worked examples for a task without gold rationales, from the teacher's own work on the
+    first train questions (never val or test). `run_pass(stage, records)` has the teacher
+    explain them zero-shot with `example_pass_config(cfg, stage)` and returns the rows.
+
+    Pass `examples`: the configured style; its first n verified rationales are the examples.
+    In the concise style a small teacher writes few such solutions unprompted (0 of 12 SVAMP
+    questions for the 0.5B), so what is missing comes from pass `examples_stepwise` over the
+    rest, cut down to its calculations (`condensed_examples`)."""
     candidates = example_candidates(train, n)
-    rows = generate_rationales([TeachItem(r) for r in candidates], teacher,
-                               example_pass_config(cfg, "examples"), out_path, usage, examples=[],
-                               progress=progress, seed=seed)
-    examples = examples_from_rows(candidates, rows, n)
-    if len(examples) < n and cfg.style == "concise":
-        rest = [r for r in candidates if r.prompt() not in {e["question"] for e in examples}]
-        more = generate_rationales([TeachItem(r) for r in rest], teacher,
-                                   example_pass_config(cfg, "examples_stepwise"),
-                                   out_path.with_name(out_path.stem + "_stepwise.jsonl"), usage, examples=[],
-                                   progress=progress, seed=seed)
-        examples += condensed_examples(rest, more, n - len(examples))
+    examples = examples_from_rows(candidates, run_pass("examples", candidates), n)
+    if len(examples) < n and style == "concise":
+        shown = {e["question"] for e in examples}
+        rest = [r for r in candidates if r.prompt() not in shown]
+        examples += condensed_examples(rest, run_pass("examples_stepwise", rest), n - len(examples))
     return examples
 
 
