@@ -410,3 +410,18 @@ def test_the_demo_method_runs_on_a_users_word_problem_file(tmp_path, monkeypatch
     assert m0["teacher_tokens"] == sum(u["prompt_tokens"] + u["completion_tokens"] for u in usages)
     assert m0["train_examples"] > 0
     assert [r["iteration"] for r in summary["iterations"]] == ["base", 0, 1]
+
+
+def test_dry_run_says_where_worked_examples_come_from(tmp_path):
+    from undo.plan import plan
+
+    gym = plan(load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=16"]))
+    assert gym["worked_examples"] == "3 from the task's gold rationales"
+    words = ["task.name=file", f"task.source={ROOT / 'tests/fixtures/data/gsm8k/test.jsonl'}",
+             "task.answer_type=number", "task.fields.answer=answer", "task.dataset=null", "task.config={}",
+             "splits.train=null", "splits.val=2", "splits.test=2", f"output.dir={tmp_path}"]
+    p = plan(load_config(ROOT / "configs" / "demo.yaml", words))
+    assert p["worked_examples"].startswith("3 written by the teacher: zero-shot over the first 5 train")
+    assert "stepwise" in p["worked_examples"]
+    # both passes are in iteration 0's bound: 5 questions, 2 attempts each, twice
+    assert p["per_iteration"][0]["teacher_calls_max"] == 5 * 3 + 2 * 5 * 2

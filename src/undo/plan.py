@@ -101,8 +101,24 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
              else math.ceil(n_train / batch) * math.ceil(max(cfg.train.epochs, cfg.train.refine_epochs or 0)))
     if cfg.train.match_steps_of:  # the matched baseline trains as long as that run did
         steps = matched_steps(Path(cfg.train.match_steps_of))
+    from undo.teacher.rationale import example_candidates, example_pass_config, few_shot_examples
+
+    shots = "none (zero-shot)"
+    if t.few_shot and few_shot_examples(splits["train"], t.few_shot):
+        shots = f"{t.few_shot} from the task's gold rationales"
+    elif t.few_shot:  # the teacher writes them: one or two zero-shot passes before iteration 0
+        n_cand = len(example_candidates(splits["train"], t.few_shot))
+        passes = 2 if t.style == "concise" else 1
+        shots = (f"{t.few_shot} written by the teacher: zero-shot over the first {n_cand} train questions"
+                 + (", then stepwise over those still unsolved" if passes == 2 else ""))
+        for stage in ("examples", "examples_stepwise")[:passes]:
+            calls = n_cand * t.max_attempts
+            per_iter[0]["teacher_calls_max"] += calls
+            per_iter[0]["teacher_prompt_tokens_max"] += calls * EXPLAIN_PROMPT_TOKENS
+            per_iter[0]["teacher_completion_tokens_max"] += calls * example_pass_config(t, stage).max_tokens
     out: dict[str, Any] = {
         "run_dir": str(cfg.run_dir),
+        "worked_examples": shots,
         "questions": {s: len(v) for s, v in splits.items()},
         "iterations_max": iters,
         "per_iteration": per_iter,
