@@ -171,9 +171,11 @@ def summarize(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any
     arms_seen = [a for a in ARMS + sorted({k for p in per_seed for k in p["arms"]} - set(ARMS))
                  if all(a in p["arms"] for p in per_seed)]
     table: dict[str, Any] = {}
+    # a fixed test set (SVAMP) gives every seed the same questions: one resample serves them all
+    shared = all(set(p["arms"]["base"]["test"]) == set(per_seed[0]["arms"]["base"]["test"]) for p in per_seed)
     for arm in arms_seen:
-        groups = [list(p["arms"][arm]["test"].values()) for p in per_seed]
-        acc, lo, hi = hierarchical_bootstrap(groups)
+        groups = [[v for _, v in sorted(p["arms"][arm]["test"].items())] for p in per_seed]
+        acc, lo, hi = hierarchical_bootstrap(groups, shared_questions=shared and len(per_seed) > 1)
         table[arm] = {"test_acc": acc, "ci": [lo, hi], "per_seed": [sum(g) / len(g) for g in groups],
                       "val_per_seed": [sum(p["arms"][arm]["val"].values()) / len(p["arms"][arm]["val"])
                                        for p in per_seed]}
@@ -182,11 +184,12 @@ def summarize(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any
         if a in table and b in table:
             per = paired_by_seed([p["arms"][a]["test"] for p in per_seed],
                                  [p["arms"][b]["test"] for p in per_seed])
-            d, lo, hi = hierarchical_bootstrap(per)
+            d, lo, hi = hierarchical_bootstrap(per, shared_questions=shared and len(per_seed) > 1)
             base = table[a]["test_acc"]
             diffs[f"{b} - {a}"] = {"diff": d, "ci": [lo, hi], "relative": d / base if base else None,
                                    "per_seed": [sum(x) / len(x) for x in per]}
-    return {"seeds": seeds, "arms": table, "differences": diffs, "facts": [p["facts"] for p in per_seed]}
+    return {"seeds": seeds, "shared_test": shared, "arms": table, "differences": diffs,
+            "facts": [p["facts"] for p in per_seed]}
 
 
 def markdown(res: dict[str, Any], label: str, sizes: dict[str, int]) -> str:

@@ -50,3 +50,18 @@ def test_paired_differences_per_seed():
         hierarchical_bootstrap([[]])
     d, lo, hi = paired_bootstrap([False] * 50 + [True] * 50, [True] * 100, n_boot=500)
     assert d == pytest.approx(0.5) and lo < 0.5 < hi
+
+
+def test_seeds_that_share_their_test_questions_share_the_question_noise():
+    """A fixed test set: five seeds whose students agree on each question. Resampling the
+    questions of each seed independently would average their noise away; one resample for
+    all of them keeps it."""
+    [g] = _seeds([0.4])
+    same = [g] * 5
+    _, lo, hi = hierarchical_bootstrap(same, shared_questions=True)
+    _, lo1, hi1 = accuracy_ci(g)
+    assert hi - lo == pytest.approx(hi1 - lo1, abs=0.01)
+    _, lo_i, hi_i = hierarchical_bootstrap(same)
+    assert hi_i - lo_i < 0.6 * (hi - lo)
+    with pytest.raises(ValueError, match="same questions"):
+        hierarchical_bootstrap([[1.0, 0.0], [1.0]], shared_questions=True)

@@ -225,7 +225,9 @@ def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_00
     arms' runs in the order given: each seed's runs must have answered the same test
     questions. The interval is a hierarchical bootstrap (seeds, then questions within each),
     which covers training noise as well as question sampling; with one run per arm it is the
-    paired bootstrap over questions. Rows carry the per-seed figures beside the interval."""
+    paired bootstrap over questions. When every seed answered the same test questions (a fixed
+    test set), one question resample serves all seeds of a draw. Rows carry the per-seed
+    figures beside the interval."""
     from undo.stats import hierarchical_bootstrap, paired_by_seed
 
     specs = [[a] if isinstance(a, (str, Path)) else list(a) for a in arms]
@@ -238,6 +240,8 @@ def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_00
             if not res:
                 raise UserError(f"{label}: no test attempts to compare (its attempts_test.jsonl is empty)")
     ref = loaded[0]
+    # a fixed test set (SVAMP, a user's file) gives every seed the same questions
+    shared = len(ref) > 1 and all(set(res) == set(ref[0][1]) for _, res in ref)
     out = []
     for arm in loaded:
         for (label, res), (ref_label, ref_res) in zip(arm, ref, strict=True):
@@ -245,12 +249,14 @@ def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_00
                 raise UserError(f"{label} and {ref_label} were not scored on the same test questions")
         label = ",".join(lbl for lbl, _ in arm)
         per_seed = [sum(res.values()) / len(res) for _, res in arm]
-        acc, lo, hi = hierarchical_bootstrap([list(res.values()) for _, res in arm], n_boot)
+        acc, lo, hi = hierarchical_bootstrap([[res[q] for q in sorted(res)] for _, res in arm], n_boot,
+                                             shared_questions=shared)
         row: dict[str, Any] = {"run": label, "seeds": len(arm), "n": sum(len(res) for _, res in arm),
+                               "shared_test": shared,
                                "test_acc": acc, "acc_ci_low": lo, "acc_ci_high": hi, "per_seed": per_seed}
         if arm is not ref:
             diffs = paired_by_seed([res for _, res in ref], [res for _, res in arm])
-            d, lo, hi = hierarchical_bootstrap(diffs, n_boot)
+            d, lo, hi = hierarchical_bootstrap(diffs, n_boot, shared_questions=shared)
             row.update(diff=d, ci_low=lo, ci_high=hi, diff_per_seed=[sum(x) / len(x) for x in diffs])
         out.append(row)
     return out
