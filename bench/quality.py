@@ -14,6 +14,10 @@ Arms, per seed (the seed drives the generated splits, the teacher's sampling and
                 exactly UNDO's optimizer steps of that iteration: it separates the teacher's new
                 explanation from more training on the failed questions plus the student's traces
   repeat_best   UNDO-repeat's best iteration by val
+  V_1, V_best   with --variants: UNDO iteration 1 under variant V's overrides (VARIANTS: the
+                student's attempt shown, refine worked examples, the 1.5B teacher refining),
+                and its best by val; "control" is bench/control.py's scripted refinement, a
+                control arm (no LLM), never a teacher a user can pick
 UNDO-repeat and the one-shot grid reuse the UNDO run's splits and iteration 0 (copied), so
 every arm of a seed answers the same questions. Each difference gets a hierarchical
 bootstrap 95 % CI (seeds resampled, then questions within each: training noise and question
@@ -22,6 +26,7 @@ never used for a choice); DEV_SEEDS served every method choice (bench/method.py,
 
     .venv/bin/python bench/quality.py                          # chain_sum, the demo's task
     .venv/bin/python bench/quality.py --seeds 100 101 --label quick --test 100
+    .venv/bin/python bench/quality.py --variants shown15_ex control    # the mechanism arms
     nohup .venv/bin/python bench/quality.py > bench/out/quality.log 2>&1 &
 
 Writes bench/out/quality/<label>/results.{json,md} and bench/quality_<label>.png.
@@ -40,7 +45,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from control import write_control  # noqa: E402
+
 from undo.config import RunConfig, config_to_yaml, load_config  # noqa: E402
+from undo.feedback import refine_items  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
 from undo.runstore import read_json, read_jsonl, write_atomic  # noqa: E402
 from undo.stats import hierarchical_bootstrap, paired_by_seed  # noqa: E402
@@ -60,6 +68,35 @@ PRESETS: dict[str, tuple[str, list[str]]] = {
                                     "teacher.max_tokens=256", "student.max_new_tokens=192",
                                     "train.max_seq_len=512"]),
 }
+
+
+STRONG = "qwen2.5-coder-1.5b-instruct"  # requirements/teacher-1.5b.txt
+# variant -> overrides of an UNDO iteration-1 arm that shares the UNDO run's iteration 0 and its
+# diagnosis of student 0 (copied): only the refine step differs
+VARIANTS: dict[str, list[str]] = {
+    "shown": ["teacher.show_attempt=true"],
+    "shown_ex": ["teacher.show_attempt=true", "teacher.refine_examples=3"],
+    "shown15": ["teacher.show_attempt=true", f"teacher.refine_model={STRONG}"],
+    "shown15_ex": ["teacher.show_attempt=true", f"teacher.refine_model={STRONG}", "teacher.refine_examples=3"],
+    "control": [],  # CONTROL: bench/control.py writes the refinements, no teacher
+}
+SHARED_PARTS = ["splits", "base", "iter_0", "iter_1/attempts_train.jsonl", "iter_1/.done/attempts_train"]
+
+
+def variant_arm(seed: int, variant: str, undo_dir: Path, common: list[str], config: Path) -> UndoRun:
+    """UNDO iteration 1 of `variant` on the UNDO run's iteration 0 and diagnosis (copied)."""
+    cfg = load_config(config, [*common, f"name={variant}-s{seed}", "loop.method=undo", "loop.max_iterations=1",
+                               "loop.patience=99", *VARIANTS[variant]])
+    copy_parts(undo_dir, cfg.run_dir, SHARED_PARTS, cfg)
+    run = UndoRun(cfg)
+    if variant == "control":
+        run.prepare()
+        diag = run.attempts(1, "train", str(run.store.path(0, "student")))
+        items = refine_items(run.splits["train"], diag, run.teacher_history(1), None, False,
+                             cfg.teacher.check_steps, True)
+        print(f"seed {seed}: control refinements {write_control(run, 1, items)}", flush=True)
+    run.run()
+    return run
 
 
 def attempts(run_dir: Path, k: int | str, split: str) -> dict[str, bool]:
@@ -134,7 +171,14 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
     arms["undo_best"] = arms[undo_best]
     if "repeat_1" in arms:
         arms["repeat_best"] = arms[max(["oneshot", "repeat_1"], key=val_acc)]
+    variant_tailoring = {}
+    for variant in args.variants:
+        run = variant_arm(seed, variant, undo_dir, common, config)
+        arms[f"{variant}_1"] = {s: attempts(run.cfg.run_dir, 1, s) for s in ("val", "test")}
+        arms[f"{variant}_best"] = arms[max(["oneshot", f"{variant}_1"], key=val_acc)]
+        variant_tailoring[variant] = read_json(run.store.path(1, "metrics.json")).get("tailoring")
     facts = {"seed": seed, "oneshot_best_epochs": best_epochs, "undo_best": undo_best,
+             "variant_tailoring": variant_tailoring,
              "repeat_best": max(["oneshot", "repeat_1"], key=val_acc) if "repeat_1" in arms else None,
              "undo_steps": {k: metrics[k]["steps"] for k in iters},
              "undo_total_steps_x": round(sum(metrics[k]["steps"] for k in iters) / metrics[0]["steps"], 2),
@@ -168,6 +212,10 @@ COMPARISONS = [  # (b, a): b - a
 
 
 def summarize(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any]:
+    variants = sorted({k[:-2] for p in per_seed for k in p["arms"] if k.endswith("_1")} - {"undo", "repeat"})
+    comparisons = COMPARISONS + [c for v in variants for c in (
+        (f"{v}_best", "oneshot_best"), (f"{v}_best", "repeat_best"), (f"{v}_1", "repeat_1"),
+        (f"{v}_1", "undo_1"))]
     arms_seen = [a for a in ARMS + sorted({k for p in per_seed for k in p["arms"]} - set(ARMS))
                  if all(a in p["arms"] for p in per_seed)]
     table: dict[str, Any] = {}
@@ -180,7 +228,7 @@ def summarize(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any
                       "val_per_seed": [sum(p["arms"][arm]["val"].values()) / len(p["arms"][arm]["val"])
                                        for p in per_seed]}
     diffs: dict[str, Any] = {}
-    for b, a in COMPARISONS:
+    for b, a in comparisons:
         if a in table and b in table:
             per = paired_by_seed([p["arms"][a]["test"] for p in per_seed],
                                  [p["arms"][b]["test"] for p in per_seed])
@@ -216,6 +264,17 @@ def markdown(res: dict[str, Any], label: str, sizes: dict[str, int]) -> str:
                      f"{f['undo_steps']} ({f['undo_total_steps_x']}x) | {t.get('texts_new', '-')} / "
                      f"{t.get('texts_same', '-')} | {t.get('false_step_texts', '-')} -> "
                      f"{t.get('false_step_fixed', '-')} |")
+    variants = sorted({v for f in res["facts"] for v in f.get("variant_tailoring", {})})
+    if variants:
+        lines += ["", "| seed | variant | questions refined | verified | texts new / same "
+                  "| false step named -> written right |", "|---|---|---|---|---|---|"]
+        for f in res["facts"]:
+            for v in variants:
+                t = f["variant_tailoring"].get(v) or {}
+                lines.append(f"| {f['seed']} | {v} | {t.get('questions', '-')} | "
+                             f"{t.get('questions_verified', '-')} | "
+                             f"{t.get('texts_new', '-')} / {t.get('texts_same', '-')} | "
+                             f"{t.get('false_step_texts', '-')} -> {t.get('false_step_fixed', '-')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -256,6 +315,8 @@ def main() -> None:
                     help="the one-shot grid (the config's own epochs is UNDO's iteration 0)")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
     ap.add_argument("--label", default=None, help="output name (default: the preset's)")
+    ap.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
+                    help="extra UNDO arms on the same iteration 0 (control: the scripted control arm)")
     args = ap.parse_args()
     config_name, preset = PRESETS[args.preset]
     config = ROOT.parent / config_name

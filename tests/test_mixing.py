@@ -173,3 +173,16 @@ def test_refine_repeat_trains_on_the_previous_rationale_without_a_teacher(tmp_pa
 
     t = tailoring(items, rows)
     assert (t["texts_new"], t["texts_same"]) == (0, 6)
+
+
+def test_a_bench_control_arms_rows_are_labelled_by_their_mode():
+    from undo.mixing import mix_training_set
+    from undo.tasks.base import Record
+
+    r = Record("q1", "1 + 1 =", "2", "number")
+    wrong = {"q1": {"id": "q1", "correct": False, "output": "1 + 1 = 3\nThe answer is 3.",
+                    "false_step": "1 + 1 = 3"}}
+    for mode, source in (("refine", "refined"), ("repeat", "repeat"), ("control", "control")):
+        refined = {"q1": {"id": "q1", "rationale": "1 + 1 = 2\nThe answer is 2.", "mode": mode}}
+        rows, counts = mix_training_set("mix", 1, [r], wrong, refined, {}, [])
+        assert [x["source"] for x in rows] == [source] and counts.get(source) == 1

@@ -141,6 +141,23 @@ class TeacherConfig(Section):
     # refine prompts show the student's wrong attempt (the paper's feedback) and its first
     # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
     show_attempt: bool = True
+    # the model that writes refinements, when not `model` (same backend): a stronger teacher
+    # for the one step that must read the student's attempt, the cheaper one for the rest
+    refine_model: str | None = None
+    # refine worked examples shown before each refine request in place of the explain ones:
+    # a worked example with one calculation slipped (the wrong attempt, its false step named)
+    # answered by the same solution with that step in smaller steps (teacher/refine_examples.py)
+    refine_examples: NonNegative = 0
+
+    @model_validator(mode="after")
+    def _refine_examples_need_attempts(self) -> TeacherConfig:
+        if self.refine_examples and not self.show_attempt:
+            raise ValueError("refine_examples shows a wrong attempt in each example: it needs "
+                             "teacher.show_attempt=true")
+        if self.refine_examples > self.few_shot:
+            raise ValueError(f"refine_examples ({self.refine_examples}) are made from the worked "
+                             f"examples: at most teacher.few_shot ({self.few_shot})")
+        return self
 
     @field_validator("backend")
     @classmethod

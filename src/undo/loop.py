@@ -55,6 +55,7 @@ class UndoRun:
         self.cfg = cfg
         self.store = RunStore(cfg.run_dir)
         self._teacher: Any = None
+        self._refiner: Any = None
         self.trackers: Any = None  # undo.tracking.Trackers while run() runs
         self.splits: dict[str, list[Record]] = {}
         self._examples: list[dict[str, str]] | None = None
@@ -99,6 +100,29 @@ class UndoRun:
             self._teacher.health_check()
         return self._teacher
 
+    @property
+    def refiner(self) -> Any:
+        """The teacher of the refine step: teacher.refine_model when set, else the teacher."""
+        if not self.cfg.teacher.refine_model:
+            return self.teacher
+        if self._refiner is None:
+            from undo.teacher import build_teacher
+
+            self._refiner = build_teacher(self.cfg.teacher.model_copy(
+                update={"model": self.cfg.teacher.refine_model}))
+            self._refiner.health_check()
+        return self._refiner
+
+    def refine_shots(self) -> list[dict[str, Any]]:
+        """What a refine request shows before it: teacher.refine_examples refine worked
+        examples (teacher/refine_examples.py), else the explain worked examples."""
+        n = self.cfg.teacher.refine_examples
+        if not n:
+            return self.worked_examples()
+        from undo.teacher.refine_examples import refine_examples
+
+        return refine_examples(self.worked_examples(), self.splits["train"], n)
+
     # ---- stages ------------------------------------------------------------------
 
     def teach(self, k: int, items: list[TeachItem], label: str,
@@ -137,7 +161,8 @@ class UndoRun:
         teacher_cfg = self.cfg.teacher if stage == "teach" else example_pass_config(self.cfg.teacher, stage)
         with display.stage(f"iter {k} · {label}", None) as advance:
             try:
-                rows = generate_rationales(items, self.teacher, teacher_cfg, path, usage,
+                rows = generate_rationales(items, self.refiner if k and stage == "teach" else self.teacher,
+                                           teacher_cfg, path, usage,
                                            examples=examples, progress=progress, seed=self.cfg.seed,
                                            budget=budget)
             finally:
@@ -325,7 +350,7 @@ class UndoRun:
                         wrong_before[a["id"]] += not a["correct"]
                 items.sort(key=lambda it: -wrong_before[it.record.id])
             if cfg.loop.refine == "teacher":
-                refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", shots)}
+                refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", self.refine_shots())}
             metrics["budget_skipped"] = sum(r["reason"] == "budget" for r in refined.values())
             metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
             metrics["refined_failed"] = len(refined) - metrics["refined_verified"]

@@ -45,8 +45,10 @@ def mix_training_set(
         new = refined.get(r.id)
         # every verified sample of a refinement is a training example (teacher.refine_samples)
         refined_texts = (new.get("rationales") or [new["rationale"]]) if new and new.get("rationale") else []
-        # loop.refine=repeat: the old rationale again, labelled as what it is
-        source = "repeat" if new and new.get("mode") == "repeat" else "refined"
+        # loop.refine=repeat: the old rationale again, labelled as what it is (as is a bench's
+        # scripted control arm, mode "control")
+        mode = (new or {}).get("mode") or "refine"
+        source = "refined" if mode == "refine" else mode
         if policy == "accumulate":
             if not solved:
                 rows += [_row(r, t, source, iteration) for t in refined_texts]

@@ -41,6 +41,8 @@ def preflight(cfg: RunConfig, splits: dict[str, list[Any]]) -> dict[str, str]:
     models = {"student": _check_model(cfg.student.model)}
     if cfg.teacher.backend in ENGINES:  # in-process: finding the model is the check
         models["teacher"] = _check_model(cfg.teacher.model)
+        if cfg.teacher.refine_model and cfg.loop.refine == "teacher":
+            models["refine teacher"] = _check_model(cfg.teacher.refine_model)
     roles = [("student", cfg.student.backend)] + ([("teacher", cfg.teacher.backend)]
                                                   if cfg.teacher.backend in ENGINES else [])
     for role, backend in roles:

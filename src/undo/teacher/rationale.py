@@ -43,8 +43,9 @@ class TeachItem:
 
 def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dict]) -> list[dict]:
     """The chat for one request. Worked examples come first as earlier user/assistant turns
-    (asked with the explain prompt, whatever the mode): a small chat teacher copies a
-    demonstrated solution format far more reliably than one described in words."""
+    (asked with the explain prompt, or with the refine prompt and its own context for a
+    refine worked example): a small chat teacher copies a demonstrated solution format far
+    more reliably than one described in words."""
     r = item.record
     fmt = answer_type(r.answer_type).answer_format
 
@@ -56,7 +57,8 @@ def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dic
     turns: list[dict[str, str]] = []
     for e in examples:
         if e["question"] != r.prompt():  # never the question itself: that hands over its answer
-            turns += [user("explain", e["question"]), {"role": "assistant", "content": e["rationale"]}]
+            turns += [user(e.get("mode", "explain"), e["question"], **e.get("context", {})),
+                      {"role": "assistant", "content": e["rationale"]}]
     return [*turns, user(mode, r.prompt(), **item.context)]
 
 

@@ -1,0 +1,67 @@
+"""A CONTROL arm for the benches, not a teacher: a scripted refinement, no LLM.
+
+For each train question the student got wrong, the refinement is the question's previous
+verified rationale with the student's first false calculation written in smaller steps
+that each move one digit (`undo.steps.smaller_steps`): "14 - 5 = 8" in the attempt turns
+the rationale's "14 - 5 = 9" into "14 - 4 = 10", "10 - 1 = 9". Where the attempt has no
+false calculation that the rationale also writes (a wrong approach, or a slip on a value
+only the student had), the rationale's first calculation that splits is split instead.
+
+It is what an explanation aimed at exactly this student's slip can give at best, written
+without a teacher: if it does not beat UNDO-repeat, neither can a teacher's tailoring of
+the same kind, and the student (not the teacher) is the bottleneck. It lives in bench/
+only: a user never picks it (`loop.refine` has no such value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from undo.grading import grade
+from undo.runstore import append_jsonl, read_jsonl, write_json
+from undo.steps import _calculations, first_false_step, split_calculation
+from undo.teacher.base import Usage
+from undo.teacher.rationale import FAILED, VERIFIED, TeachItem, summarize
+from undo.teacher.refine_examples import answered
+
+
+def scripted(previous: str, false_step: str | None) -> tuple[str, str] | None:
+    """(the scripted refinement, how it was aimed: "false step" or "first splittable")."""
+    if false_step:
+        text = answered(previous, false_step)
+        if text:
+            return text, "false step"
+    for m in _calculations(previous):
+        steps = split_calculation(m.group(0))
+        if steps and len(steps) > 1:
+            return previous[:m.start()] + "\n".join(steps) + previous[m.end():], "first splittable"
+    return None
+
+
+def write_control(run: Any, k: int, items: list[TeachItem]) -> dict[str, int]:
+    """Iteration k's rationales.jsonl, written as the loop's repeat stage writes its rows, and
+    marked done so that `run.iteration(k)` trains on them. Returns how each was aimed."""
+    path = run.store.path(k, "rationales.jsonl")
+    counts = {"false step": 0, "first splittable": 0, "unchanged": 0, "no rationale": 0}
+    if run.store.done(k, "teach"):
+        return counts
+    path.unlink(missing_ok=True)
+    copies = run.cfg.teacher.refine_samples
+    for it in items:
+        old, r = it.context.get("previous_rationale"), it.record
+        got = scripted(old, it.context.get("student_error")) if old else None
+        text, how = got if got else (old, "unchanged" if old else "no rationale")
+        counts[how] += 1
+        if text:  # every scripted step holds and the answer line is the gold's
+            assert first_false_step(text) is None, text
+            assert grade(text, r.answer, r.answer_type, r.choices).correct, text
+        append_jsonl(path, {
+            "id": r.id, "question": r.question, "answer": r.answer, "choices": r.choices,
+            "rationale": text, "rationales": [text] * copies if text else [],
+            "verdict": VERIFIED if text else FAILED, "reason": f"control: {how}", "mode": "control",
+            "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
+    write_json(run.store.path(k, "teacher_usage.json"), {
+        "usage": Usage().to_dict(), "invocations": 1, "summary": summarize(list(read_jsonl(path))),
+        "cost_usd": None, "control": counts})
+    run.store.mark_done(k, "teach")
+    return counts
