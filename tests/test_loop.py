@@ -173,6 +173,11 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     assert figures and figures.group(1) == figures.group(2) == "5", dom[-300:]
     assert "Uncaught" not in shown.stderr and ":CONSOLE" not in shown.stderr
     assert dom.count("<details>") == 6 + 3  # a row per train and val question
+    # the grid reads at a glance: iteration headers, rows named by their question, a filter
+    assert "<th>iter 0</th><th>iter 1</th>" in dom and 'id="flow-filter"' in dom
+    assert "9 shown" in dom  # the filter's script ran over every row
+    first_train = json.loads((run_dir / "splits" / "train.jsonl").read_text().splitlines()[0])["question"]
+    assert first_train.rsplit(":", 1)[-1].strip() in dom
     qid = next(iter(before))
     story = "\n".join(question_story(run_dir, qid))
     assert "== iteration 1 ==" in story and "trained on:" in story and "student after training:" in story

@@ -158,6 +158,60 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
     return out
 
 
+def _one_line(text: str, n: int = 160) -> str:
+    flat = " / ".join(line.strip() for line in text.strip().splitlines() if line.strip())
+    return flat if len(flat) <= n else flat[: n - 3] + "..."
+
+
+def story_pick(run_dir: Path) -> tuple[str, int] | None:
+    """(question id, iteration k) of the train question whose story tells UNDO best: wrong
+    before iteration k, a verified refinement at k, and right after it; among those, one
+    whose attempt had a false calculation and whose refinement is new text first. None when
+    no iteration refined anything."""
+    store = RunStore(Path(run_dir))
+    best: tuple[tuple[bool, bool, bool], str, int] | None = None
+    for k in _iterations(store)[1:]:
+        refined, diag = _rows(store.path(k, "rationales.jsonl")), _rows(store.path(k, "attempts_train.jsonl"))
+        after = _rows(store.path(k + 1, "attempts_train.jsonl"))
+        previous = {qid: r.get("rationale") for qid, r in _rows(store.path(k - 1, "rationales.jsonl")).items()}
+        for qid, row in refined.items():
+            if not row.get("rationale") or qid not in diag:
+                continue
+            new = " ".join(row["rationale"].split()) != " ".join((previous.get(qid) or "").split())
+            rank = (bool(after.get(qid, {}).get("correct")), bool(diag[qid].get("false_step")), new)
+            if best is None or rank > best[0]:
+                best = (rank, qid, k)
+    return (best[1], best[2]) if best else None
+
+
+def fixed_story(run_dir: Path, attempt_shown: bool) -> list[str]:
+    """A few lines for the end of a run: one train question's wrong answer, the teacher's
+    refinement aimed at it, and the student's answer after training on it ([] if none)."""
+    store = RunStore(Path(run_dir))
+    pick = story_pick(run_dir)
+    if pick is None:
+        return []
+    qid, k = pick
+    record = next(r for r in read_jsonl(store.split_file("train")) if str(r["id"]) == qid)
+    before = _rows(store.path(k, "attempts_train.jsonl"))[qid]
+    refined = _rows(store.path(k, "rationales.jsonl"))[qid]
+    after = _rows(store.path(k + 1, "attempts_train.jsonl")).get(qid)
+    out = [f"One question's story (train, iteration {k}): {record['question'].strip()}  "
+           f"(gold {record['answer']})",
+           f"  student {k - 1} wrote:       {_one_line(before['output'])}"]
+    if before.get("false_step"):
+        out.append(f"  its first false step:  {before['false_step']}")
+    seen = "the teacher was shown this attempt" if attempt_shown else "the teacher was not shown the attempt"
+    out.append(f"  teacher's refinement:  {_one_line(refined['rationale'])}  ({seen})")
+    if after is None:
+        out.append(f"  student {k} on it:        not asked (loop.flow_train_eval=false)")
+    else:
+        out.append(f"  student {k} now writes:  {_one_line(after['output'])}  "
+                   f"({'right' if after['correct'] else 'still wrong'})")
+    out.append(f"  the whole story: undo flow {run_dir} --question {qid}; every question: report.html")
+    return out
+
+
 def flow_summary(run_dir: Path) -> dict[str, Any]:
     """Counts for summary.json; the per-question grid goes to flow.json beside it."""
     flow = learning_flow(run_dir)

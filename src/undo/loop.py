@@ -506,5 +506,10 @@ class UndoRun:
             display.info(summary["headline"]["sentence"])
         display.info(f"best iteration {best_k} (val {best_val:.1%}, test "
                      f"{summary['best_test_acc']:.1%}); stopped: {stop_reason}")
+        if cfg.loop.method == "undo" and cfg.loop.refine == "teacher":
+            from undo.flow import fixed_story
+
+            for line in fixed_story(self.store.root, cfg.teacher.show_attempt):
+                display.console.print(line, markup=False, highlight=False)  # model text, not markup
         return summary
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,77 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     from undo.display import tailored
     from undo.report import teacher_shown
 
-    return {"summary": summary, "rows": rows, "iters": iters, "acc": acc, "losses": losses,
+    grid = flow.get("grid", {})
+    rows_of_grid = grid_rows(run_dir, iters, grid, _question_details(run_dir, iters, grid))
+    opening = common_opening(rows_of_grid)
+    for r in rows_of_grid:
+        r["question"] = r["question"][len(opening):]
+    return {"grid_rows": rows_of_grid, "grid_opening": opening.strip(),
+            "flow_filters": [(tag, label, sum(tag in r["tags"] for r in rows_of_grid))
+                             for tag, label in FLOW_FILTERS],
+            "summary": summary, "rows": rows, "iters": iters, "acc": acc, "losses": losses,
             "tailored": [tailored(r) for r in rows], "shown": teacher_shown(run_dir),
-            "verdicts": verdicts, "usage": usage, "flow": flow,
-            "details": _question_details(run_dir, iters, flow.get("grid", {}))}
+            "verdicts": verdicts, "usage": usage, "flow": flow}
+
+
+FLOW_FILTERS = [("fixed", "fixed by a refinement"), ("unfixed", "refined, still wrong"), ("refined", "refined"),
+                ("train", "train"), ("val", "val")]
+# what a training example's source letter means in the grid
+SOURCE_LETTERS = {"student": "s", "refined": "r", "teacher": "t", "repeat": "p", "none": "-"}
+
+
+def _tags(q: dict[str, Any], ks: list[int]) -> list[str]:
+    """The filter tags of a question: `fixed` (a verified refinement at k, wrong before k and
+    right after), `unfixed` (refined, still wrong after), `refined`, and its split."""
+    tags = {q["split"]}
+    for k in ks[1:]:
+        if q["refined"].get(str(k)):
+            tags.add("refined")
+            before, after = q["correct"].get(str(k - 1)), q["correct"].get(str(k))
+            if before is False and after:
+                tags.add("fixed")
+            elif after is False:
+                tags.add("unfixed")
+    return sorted(tags)
+
+
+def grid_rows(run_dir: Path, iters: list[dict[str, Any]], grid: dict[str, Any],
+              details: dict[str, list]) -> list[dict[str, Any]]:
+    """One row per train and val question, named by its text: a cell per column (the base
+    student where it was scored, then each iteration: right, wrong, not answered; the letter
+    is the training example's source), filter tags, and the attempts and rationales its row
+    opens onto. Train first, in split order."""
+    ks = [r["iteration"] for r in iters]
+    text = {str(r["id"]): r["question"] for split in ("train", "val")
+            for r in (read_jsonl(run_dir / "splits" / f"{split}.jsonl")
+                      if (run_dir / "splits" / f"{split}.jsonl").exists() else [])}
+    columns = (["base"] if any("base" in q["correct"] for q in grid.values()) else []) + ks
+    out = []
+    for qid, q in grid.items():
+        cells = []
+        for k in columns:
+            c = q["correct"].get(str(k))
+            source = q["source"].get(str(k)) or ""
+            letter = "+".join(SOURCE_LETTERS.get(x, x[:1]) for x in source.split("+")) if source else ""
+            state = "not answered" if c is None else ("right" if c else "wrong")
+            cells.append({"cls": "na" if c is None else ("ok" if c else "bad"), "letter": letter,
+                          "title": f"{'base student' if k == 'base' else f'iteration {k}'}: {state}"
+                                   + (f"; trained on: {source}" if source else "")})
+        out.append({"id": qid, "split": q["split"], "question": " ".join(text.get(qid, qid).split()),
+                    "cells": cells, "tags": _tags(q, ks), "details": details.get(qid, [])})
+    order = {"train": 0, "val": 1}
+    return sorted(out, key=lambda r: order.get(r["split"], 2))
+
+
+def common_opening(rows: list[dict[str, Any]], least: int = 16) -> str:
+    """The words every question opens with ("State the final answer to the following
+    arithmetic problem:"), said once above the grid instead of on every row."""
+    texts = [r["question"] for r in rows]
+    if len(texts) < 2:
+        return ""
+    prefix = os.path.commonprefix(texts)
+    prefix = prefix[: prefix.rfind(" ") + 1] if " " in prefix else ""
+    return prefix if len(prefix) >= least else ""
 
 
 def _question_details(run_dir: Path, iters: list[dict[str, Any]], grid: dict[str, Any]) -> dict[str, list]:
