@@ -44,8 +44,9 @@ def refine_stage(run: UndoRun, variant: str) -> dict:
     val_prev = list(read_jsonl(run.store.path(0, "attempts_val.jsonl")))
     profile = student_profile(run.val_history(1), val_prev, cfg.loop.val_errors_shown,
                               cfg.seed + 1) if cfg.loop.val_errors_shown else None
+    # the control reads the student's false step whatever the source run showed its teacher
     items = refine_items(train, diag, run.teacher_history(1), profile, cfg.teacher.history,
-                         cfg.teacher.check_steps, cfg.teacher.show_attempt)
+                         cfg.teacher.check_steps, cfg.teacher.show_attempt or variant == "control")
     t0 = time.time()
     if variant == "control":
         write_control(run, 1, items)

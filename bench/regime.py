@@ -14,7 +14,7 @@ UNDO can act where the teacher verifies >= 70 % and the one-shot student solves 
 train; a tailored explanation can differ from the old one where the errors are of approach.
 
     .venv/bin/python bench/regime.py [--teacher qwen2.5-coder-1.5b-instruct] [--train 80 --test 100
-        --teach-n 32] [--only NAME ...] [--teacher-only]
+        --teach-n 32] [--only NAME ...] [--teacher-only] [--student qwen2.5-coder-0.5b-instruct]
 
 Every run lives in bench/out/regime/<teacher>/<candidate>/ and resumes; the table goes to
 bench/out/regime/regime.md and .json (all teachers).
@@ -108,8 +108,9 @@ def error_kinds(attempts: list[dict[str, Any]]) -> dict[str, int]:
     return out
 
 
-def oneshot(name: str, task: list[str], teacher: str, n_train: int, n_test: int) -> dict:
-    cfg = load_config(overrides=[*task, *COMMON, f"teacher.model={teacher}", f"name={name}",
+def oneshot(name: str, task: list[str], teacher: str, student: str, n_train: int, n_test: int) -> dict:
+    cfg = load_config(overrides=[*task, *COMMON, f"teacher.model={teacher}", f"student.model={student}",
+                                 f"name={name}-{student}",
                                  f"output.dir={OUT / teacher}", f"splits.train={n_train}",
                                  f"splits.test={n_test}"])
     run = UndoRun(cfg)
@@ -129,6 +130,7 @@ def oneshot(name: str, task: list[str], teacher: str, n_train: int, n_test: int)
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--teacher", default="qwen2.5-coder-0.5b-instruct")
+    ap.add_argument("--student", default="smollm2-135m-instruct", help="the 0.5B coder may be a student too")
     ap.add_argument("--train", type=int, default=80)
     ap.add_argument("--test", type=int, default=100)
     ap.add_argument("--teach-n", type=int, default=32)
@@ -144,7 +146,7 @@ def main() -> None:
         if args.only and name not in args.only:
             continue
         t0 = time.time()
-        key = f"{name} @ {short}"
+        key = f"{name} @ {short}" + ("" if args.student == "smollm2-135m-instruct" else f" -> {args.student}")
         r = results.get(key) or {"task": task, "teacher": args.teacher}
         if "teacher_fewshot_concise" not in r:
             r["teacher_fewshot_concise"] = teacher_rate(name, task, args.teacher, args.teach_n, "concise")
@@ -154,7 +156,7 @@ def main() -> None:
         passes = max(r["teacher_fewshot_concise"], r.get("teacher_zeroshot_stepwise", 0)) >= TEACHER_BAR
         r["teacher_passes"] = passes
         if passes and not args.teacher_only and "train_acc" not in r:
-            r.update(oneshot(name, task, args.teacher, args.train, args.test))
+            r.update(oneshot(name, task, args.teacher, args.student, args.train, args.test))
         r["wall_s"] = r.get("wall_s", 0) + round(time.time() - t0)
         results[key] = r
         results_path.write_text(json.dumps(results, indent=2))
