@@ -69,6 +69,10 @@ def test_a_refinement_that_writes_the_false_step_right():
     assert not corrects("14 - 5 = 8", "7 + 7 = 14\n14 - 5 = 8\nThe answer is 9.")  # copied the slip
     assert not corrects("14 - 5 = 8", "7 + 2 = 9\nThe answer is 9.")  # another way, not that step
     assert not corrects("no calculation here", "14 - 5 = 9")
+    # in smaller steps (refine worked examples teach this): the split, then the right result
+    assert corrects("43 + 14 = 67", "43 + 10 = 53\n53 + 4 = 57\n57 - 10 = 47\nThe answer is 47.")
+    assert not corrects("43 + 14 = 67", "43 + 10 = 53\n53 + 4 = 58\nThe answer is 48.")
+    assert not corrects("43 + 14 = 67", "43 + 10 = 53\n53 - 10 = 43\n43 + 4 = 57")  # not the next step
 
 
 def test_calculations_cut_a_chain_of_thought_to_its_arithmetic():

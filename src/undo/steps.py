@@ -115,7 +115,8 @@ def _plain(lhs: str) -> str:
 
 def corrects(false_step: str, text: str) -> bool:
     """True when `text` writes the calculation of `false_step` (the same left side) with a
-    result that holds: the student's "14 - 5 = 8" answered by a line "14 - 5 = 9"."""
+    result that holds, whole or in smaller steps: the student's "14 - 5 = 8" answered by a
+    line "14 - 5 = 9", or by "14 - 4 = 10" then a line ending "= 9" (`smaller_steps`)."""
     wrong = _CALC.search(false_step)
     if wrong is None:
         return False
@@ -125,6 +126,12 @@ def corrects(false_step: str, text: str) -> bool:
             value = _evaluate(m["lhs"])
             if value is not None and _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
                 return True
+    split = split_calculation(false_step)
+    if split and len(split) > 1:
+        lines = [" ".join(line.split()) for line in text.splitlines()]
+        if split[0] in lines:
+            after = lines[lines.index(split[0]) + 1:]
+            return any(line.endswith(split[-1].rsplit("=", 1)[1]) for line in after[: len(split) - 1])
     return False
 
 
