@@ -103,7 +103,7 @@ class UndoRun:
     @property
     def refiner(self) -> Any:
         """The teacher of the refine step: teacher.refine_model when set, else the teacher."""
-        if not self.cfg.teacher.refine_model:
+        if self.cfg.teacher.refine_model in (None, self.cfg.teacher.model):
             return self.teacher
         if self._refiner is None:
             from undo.teacher import build_teacher
