@@ -19,7 +19,7 @@ from typing import Any
 
 from undo.grading import grade
 from undo.runstore import append_jsonl, read_jsonl, write_json
-from undo.steps import _calculations, first_false_step, split_calculation
+from undo.steps import calculation_matches, first_false_step, split_calculation
 from undo.teacher.base import Usage
 from undo.teacher.rationale import FAILED, VERIFIED, TeachItem, summarize
 from undo.teacher.refine_examples import answered
@@ -31,7 +31,7 @@ def scripted(previous: str, false_step: str | None) -> tuple[str, str] | None:
         text = answered(previous, false_step)
         if text:
             return text, "false step"
-    for m in _calculations(previous):
+    for m in calculation_matches(previous):
         steps = split_calculation(m.group(0))
         if steps and len(steps) > 1:
             return previous[:m.start()] + "\n".join(steps) + previous[m.end():], "first splittable"

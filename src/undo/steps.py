@@ -89,6 +89,17 @@ def _calculations(text: str) -> list[re.Match[str]]:
     return out
 
 
+def calculation_matches(text: str) -> list[re.Match[str]]:
+    """The plain calculations of `text` as regex matches (groups `lhs`, `rhs`; `start()`,
+    `end()`), in order: for code that rewrites a calculation in place."""
+    return _calculations(text)
+
+
+def value_of(lhs: str) -> Fraction | None:
+    """The value of a calculation's left side ("57 + 87"); None on division by zero."""
+    return _evaluate(lhs)
+
+
 def first_false_step(text: str) -> str | None:
     """The first calculation in `text` that does not hold, as written; None if all hold."""
     for m in _calculations(text):

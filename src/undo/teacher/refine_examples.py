@@ -20,7 +20,7 @@ import re
 from typing import Any
 
 from undo.grading import answer_line
-from undo.steps import _calculations, _evaluate, split_calculation
+from undo.steps import calculation_matches, split_calculation, value_of
 from undo.tasks.base import Record
 
 SLIPS = (1, -1, 10, -10)  # the carry and borrow slips a small student makes
@@ -28,7 +28,7 @@ _ANSWER = re.compile(r"the answer is\s*(.*?)\.?\s*$", re.IGNORECASE | re.MULTILI
 
 
 def _number(text: str) -> str:
-    v = _evaluate(text)
+    v = value_of(text)
     return str(int(v)) if v is not None and v.denominator == 1 else ""
 
 
@@ -37,7 +37,7 @@ def slipped(rationale: str, index: int, slip: int) -> tuple[str, str] | None:
     with its result off by `slip`, every later calculation that starts from that result
     recomputed from the slipped value, and the answer line changed to match. None when the
     rationale's answer is not the last calculation's result (the slip could not be carried)."""
-    calcs = [m for m in _calculations(rationale) if _number(m["lhs"])]
+    calcs = [m for m in calculation_matches(rationale) if _number(m["lhs"])]
     answer = _ANSWER.search(rationale)
     if not calcs or index >= len(calcs) or answer is None:
         return None
@@ -75,7 +75,7 @@ def answered(rationale: str, false_step: str) -> str | None:
     if not steps or len(steps) < 2:
         return None
     lhs = " ".join(false_step.split("=")[0].split())
-    for m in _calculations(rationale):
+    for m in calculation_matches(rationale):
         if " ".join(m["lhs"].split()) == lhs:
             return rationale[:m.start()] + "\n".join(steps) + rationale[m.end():]
     return None
@@ -93,8 +93,8 @@ def refine_examples(examples: list[dict[str, str]], records: list[Record], n: in
             continue
         # the slip is chosen by the question, so a run's examples are the same on resume
         h = int(hashlib.sha256(e["question"].encode()).hexdigest(), 16)
-        for k in range(len(_calculations(e["rationale"]))):
-            index, slip = (h + k) % len(_calculations(e["rationale"])), SLIPS[(h >> 8) % len(SLIPS)]
+        for k in range(len(calculation_matches(e["rationale"]))):
+            index, slip = (h + k) % len(calculation_matches(e["rationale"])), SLIPS[(h >> 8) % len(SLIPS)]
             wrong = slipped(e["rationale"], index, slip)
             fixed = answered(e["rationale"], wrong[1]) if wrong else None
             if wrong and fixed:
