@@ -57,7 +57,12 @@ def teacher_shown(run_dir: Path) -> str:
         parts.append("the student's val accuracy by iteration (the concise template shows no val answers)")
     elif shown:
         parts.append(f"the student's val accuracy by iteration and up to {shown} of its val answers")
-    return "Refine requests showed the teacher " + "; ".join(parts) + "."
+    if teacher.get("refine_examples"):
+        parts.append(f"{teacher['refine_examples']} refine worked examples first (a slipped attempt answered "
+                     "in smaller steps)")
+    who = (f" ({teacher['refine_model']}, teacher.refine_model)"
+           if teacher.get("refine_model") not in (None, teacher.get("model")) else "")
+    return f"Refine requests showed the teacher{who} " + "; ".join(parts) + "."
 
 
 def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
