@@ -83,12 +83,15 @@ VARIANTS: dict[str, list[str]] = {
 SHARED_PARTS = ["splits", "base", "iter_0", "iter_1/attempts_train.jsonl", "iter_1/.done/attempts_train"]
 
 
-def variant_arm(seed: int, variant: str, undo_dir: Path, common: list[str], config: Path) -> UndoRun:
+def variant_arm(seed: int, variant: str, undo_dir: Path, common: list[str], config: Path,
+                compute: bool = True) -> UndoRun:
     """UNDO iteration 1 of `variant` on the UNDO run's iteration 0 and diagnosis (copied)."""
     cfg = load_config(config, [*common, f"name={variant}-s{seed}", "loop.method=undo", "loop.max_iterations=1",
                                "loop.patience=99", *VARIANTS[variant]])
-    copy_parts(undo_dir, cfg.run_dir, SHARED_PARTS, cfg)
     run = UndoRun(cfg)
+    if not compute:
+        return run
+    copy_parts(undo_dir, cfg.run_dir, SHARED_PARTS, cfg)
     if variant == "control":
         run.prepare()
         diag = run.attempts(1, "train", str(run.store.path(0, "student")))
@@ -121,7 +124,9 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
     common = [*preset, *args.sizes, *args.set, f"seed={seed}", f"output.dir={out_dir}"]
     undo_cfg = load_config(config, [*common, f"name=undo-s{seed}", "loop.method=undo",
                                     f"loop.max_iterations={args.iters}", "loop.patience=99"])
-    UndoRun(undo_cfg).run()
+    # --summarize: read the finished runs only (every arm's run folder must be complete)
+    run = (lambda cfg: None) if args.summarize else (lambda cfg: UndoRun(cfg).run())
+    run(undo_cfg)
     undo_dir = undo_cfg.run_dir
     iters = [k for k in range(args.iters + 1) if (undo_dir / f"iter_{k}" / "metrics.json").exists()]
     metrics = {k: read_json(undo_dir / f"iter_{k}" / "metrics.json") for k in iters}
@@ -139,7 +144,7 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
         # the same student 0 diagnosed on train: UNDO's diagnosis, copied (greedy: the same answers)
         copy_parts(undo_dir, repeat_cfg.run_dir, ["splits", "base", "iter_0", "iter_1/attempts_train.jsonl",
                                                   "iter_1/.done/attempts_train"], repeat_cfg)
-        UndoRun(repeat_cfg).run()
+        run(repeat_cfg)
         arms["repeat_1"] = {s: attempts(repeat_cfg.run_dir, 1, s) for s in ("val", "test")}
 
     # the one-shot grid: the same verified rationales (iteration 0's teach stage, copied), other epochs
@@ -153,7 +158,7 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
                                    "loop.eval_base=false", f"train.epochs={epochs}"])
         copy_parts(undo_dir, cfg.run_dir, ["splits", "iter_0/rationales.jsonl", "iter_0/teacher_usage.json",
                                            "iter_0/.done/teach"], cfg)
-        UndoRun(cfg).run()
+        run(cfg)
         arms[name] = {s: attempts(cfg.run_dir, 0, s) for s in ("val", "test")}
         grid[epochs] = name
         metrics_e = read_json(cfg.run_dir / "iter_0" / "metrics.json")
@@ -173,10 +178,10 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
         arms["repeat_best"] = arms[max(["oneshot", "repeat_1"], key=val_acc)]
     variant_tailoring = {}
     for variant in args.variants:
-        run = variant_arm(seed, variant, undo_dir, common, config)
-        arms[f"{variant}_1"] = {s: attempts(run.cfg.run_dir, 1, s) for s in ("val", "test")}
+        arm_run = variant_arm(seed, variant, undo_dir, common, config, compute=not args.summarize)
+        arms[f"{variant}_1"] = {s: attempts(arm_run.cfg.run_dir, 1, s) for s in ("val", "test")}
         arms[f"{variant}_best"] = arms[max(["oneshot", f"{variant}_1"], key=val_acc)]
-        variant_tailoring[variant] = read_json(run.store.path(1, "metrics.json")).get("tailoring")
+        variant_tailoring[variant] = read_json(arm_run.store.path(1, "metrics.json")).get("tailoring")
     facts = {"seed": seed, "oneshot_best_epochs": best_epochs, "undo_best": undo_best,
              "variant_tailoring": variant_tailoring,
              "repeat_best": max(["oneshot", "repeat_1"], key=val_acc) if "repeat_1" in arms else None,
@@ -315,6 +320,7 @@ def main() -> None:
                     help="the one-shot grid (the config's own epochs is UNDO's iteration 0)")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
     ap.add_argument("--label", default=None, help="output name (default: the preset's)")
+    ap.add_argument("--summarize", action="store_true", help="only read finished runs and write the tables")
     ap.add_argument("--variants", nargs="*", default=[], choices=sorted(VARIANTS),
                     help="extra UNDO arms on the same iteration 0 (control: the scripted control arm)")
     args = ap.parse_args()
