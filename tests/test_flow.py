@@ -9,6 +9,7 @@ from undo.flow import fixed_story, flow_summary, learning_flow, story_pick
 from undo.report_html import common_opening, grid_rows
 
 Q = "State the final answer to the following arithmetic problem: "
+GOLD_T2 = "58 + 26 = 84\n84 + 34 = 118\nThe answer is 118."
 
 
 def _write(path: Path, rows: list[dict]) -> None:
@@ -74,6 +75,13 @@ def test_the_story_picks_the_question_a_refinement_fixed(tmp_path):
     assert "teacher's refinement:  43 + 10 = 53 / 53 + 4 = 57" in text and "was shown this attempt" in text
     assert "student 1 now writes:" in text and "(right)" in text
     assert "--question t1" in story[-1]
+    # a refinement that echoes its prompt (it still verifies) does not tell the story
+    rows = [json.loads(x) for x in (run / "iter_1/rationales.jsonl").read_text().splitlines()]
+    rows[0]["rationale"] = "The solution the learner studied most recently:\n" + rows[0]["rationale"]
+    _write(run / "iter_1/rationales.jsonl", rows)
+    from undo.flow import _clean
+
+    assert not _clean(rows[0]["rationale"]) and _clean(GOLD_T2)
     # without the last student's train answers, the story says so instead of guessing
     (run / "iter_2/attempts_train.jsonl").unlink()
     assert "not asked (loop.flow_train_eval=false)" in "\n".join(fixed_story(run, attempt_shown=False))

@@ -21,6 +21,7 @@ from typing import Any
 
 from undo.errors import UserError
 from undo.runstore import RunStore, read_jsonl
+from undo.steps import calculations
 
 
 def _rows(path: Path) -> dict[str, dict[str, Any]]:
@@ -163,13 +164,20 @@ def _one_line(text: str, n: int = 160) -> str:
     return flat if len(flat) <= n else flat[: n - 3] + "..."
 
 
+def _clean(text: str) -> bool:
+    """Every line a calculation or the answer line: no prose (a small teacher sometimes
+    echoes its prompt into a rationale that still verifies)."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return len(calculations(text)) >= len(lines) - 1
+
+
 def story_pick(run_dir: Path) -> tuple[str, int] | None:
     """(question id, iteration k) of the train question whose story tells UNDO best: wrong
     before iteration k, a verified refinement at k, and right after it; among those, one
-    whose attempt had a false calculation and whose refinement is new text first. None when
-    no iteration refined anything."""
+    whose attempt had a false calculation, whose refinement is only calculations (no echoed
+    prompt) and is new text first. None when no iteration refined anything."""
     store = RunStore(Path(run_dir))
-    best: tuple[tuple[bool, bool, bool], str, int] | None = None
+    best: tuple[tuple[bool, ...], str, int] | None = None
     for k in _iterations(store)[1:]:
         refined, diag = _rows(store.path(k, "rationales.jsonl")), _rows(store.path(k, "attempts_train.jsonl"))
         after = _rows(store.path(k + 1, "attempts_train.jsonl"))
@@ -178,7 +186,8 @@ def story_pick(run_dir: Path) -> tuple[str, int] | None:
             if not row.get("rationale") or qid not in diag:
                 continue
             new = " ".join(row["rationale"].split()) != " ".join((previous.get(qid) or "").split())
-            rank = (bool(after.get(qid, {}).get("correct")), bool(diag[qid].get("false_step")), new)
+            rank = (bool(after.get(qid, {}).get("correct")), bool(diag[qid].get("false_step")),
+                    _clean(row["rationale"]), new)
             if best is None or rank > best[0]:
                 best = (rank, qid, k)
     return (best[1], best[2]) if best else None
