@@ -18,10 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from undo.grading import grade
-from undo.runstore import append_jsonl, read_jsonl, write_json
 from undo.steps import calculation_matches, first_false_step, split_calculation
-from undo.teacher.base import Usage
-from undo.teacher.rationale import FAILED, VERIFIED, TeachItem, summarize
+from undo.teacher.rationale import TeachItem
 from undo.teacher.refine_examples import answered
 
 
@@ -39,15 +37,14 @@ def scripted(previous: str, false_step: str | None) -> tuple[str, str] | None:
 
 
 def write_control(run: Any, k: int, items: list[TeachItem]) -> dict[str, int]:
-    """Iteration k's rationales.jsonl, written as the loop's repeat stage writes its rows, and
-    marked done so that `run.iteration(k)` trains on them. Returns how each was aimed."""
-    path = run.store.path(k, "rationales.jsonl")
+    """Iteration k's rationales.jsonl, written through the loop's own teacherless stage
+    (`UndoRun.written_refinements`, as loop.refine=repeat writes its rows), so that
+    `run.iteration(k)` trains on them. Returns how each was aimed (zeros when already done)."""
     counts = {"false step": 0, "first splittable": 0, "unchanged": 0, "no rationale": 0}
     if run.store.done(k, "teach"):
         return counts
-    path.unlink(missing_ok=True)
-    copies = run.cfg.teacher.refine_samples
-    for it in items:
+
+    def control(it: TeachItem) -> tuple[str | None, str]:
         old, r = it.context.get("previous_rationale"), it.record
         got = scripted(old, it.context.get("student_error")) if old else None
         text, how = got if got else (old, "unchanged" if old else "no rationale")
@@ -55,13 +52,7 @@ def write_control(run: Any, k: int, items: list[TeachItem]) -> dict[str, int]:
         if text:  # every scripted step holds and the answer line is the gold's
             assert first_false_step(text) is None, text
             assert grade(text, r.answer, r.answer_type, r.choices).correct, text
-        append_jsonl(path, {
-            "id": r.id, "question": r.question, "answer": r.answer, "choices": r.choices,
-            "rationale": text, "rationales": [text] * copies if text else [],
-            "verdict": VERIFIED if text else FAILED, "reason": f"control: {how}", "mode": "control",
-            "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
-    write_json(run.store.path(k, "teacher_usage.json"), {
-        "usage": Usage().to_dict(), "invocations": 1, "summary": summarize(list(read_jsonl(path))),
-        "cost_usd": None, "control": counts})
-    run.store.mark_done(k, "teach")
+        return text, f"control: {how}"
+
+    run.written_refinements(k, items, control, "control", {"control": counts})
     return counts

@@ -9,6 +9,7 @@ with a completion marker, so re-running the same command resumes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,21 +200,34 @@ class UndoRun:
         """loop.refine=repeat: each failed question's refinement is its previous verified
         rationale again (teacher.refine_samples copies, the most a refinement adds), with no
         teacher call; written as iteration k's rationales so the run folder reads as usual."""
+        def again(it: TeachItem) -> tuple[str | None, str]:
+            old = it.context.get("previous_rationale")
+            return old, "repeat" if old else "no_rationale"
+
+        return self.written_refinements(k, items, again, "repeat")
+
+    def written_refinements(self, k: int, items: list[TeachItem],
+                            refine: Callable[[TeachItem], tuple[str | None, str]], mode: str,
+                            usage_extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Iteration k's refine stage written without a teacher: `refine(item)` gives each
+        question's (text or None, reason); rows as the teacher stage writes them (mode `mode`,
+        teacher.refine_samples copies of the text), a zero usage (plus `usage_extra`, read
+        after every item is done), the stage marked done. Resumes like any stage."""
         path = self.store.path(k, "rationales.jsonl")
         if not self.store.done(k, "teach"):
             path.unlink(missing_ok=True)
             copies = self.cfg.teacher.refine_samples
             for it in items:
-                old = it.context.get("previous_rationale")
+                text, reason = refine(it)
                 r = it.record
                 append_jsonl(path, {
                     "id": r.id, "question": r.question, "answer": r.answer, "choices": r.choices,
-                    "rationale": old, "rationales": [old] * copies if old else [],
-                    "verdict": VERIFIED if old else FAILED, "reason": "repeat" if old else "no_rationale",
-                    "mode": "repeat", "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
+                    "rationale": text, "rationales": [text] * copies if text else [],
+                    "verdict": VERIFIED if text else FAILED, "reason": reason,
+                    "mode": mode, "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
             write_json(self.store.path(k, "teacher_usage.json"), {
                 "usage": Usage().to_dict(), "invocations": 1, "summary": summarize(list(read_jsonl(path))),
-                "cost_usd": None})
+                "cost_usd": None, **(usage_extra or {})})
             self.store.mark_done(k, "teach")
         return list(read_jsonl(path))
 

@@ -149,11 +149,9 @@ def corrects(false_step: str, text: str) -> bool:
 # --- smaller steps: the arithmetic of one calculation, split where a student slips -------
 
 
-def _int(text: str) -> int | None:
-    try:
-        v = _value(text.replace("−", "-").lstrip("-")) * (-1 if text.strip()[0] in "-−" else 1)
-    except (ValueError, ZeroDivisionError, IndexError):
-        return None
+def _whole(num: str) -> int | None:
+    """A number token (no sign: `split_calculation` reads the sign apart) as an int, if whole."""
+    v = _value(num)
     return int(v) if v.denominator == 1 else None
 
 
@@ -195,7 +193,7 @@ def split_calculation(calc: str) -> list[str] | None:
     parts = _TOKEN.findall(lhs[1:] if neg else lhs)
     if len(parts) != 3 or not parts[0][0] or not parts[1][1] or not parts[2][0]:
         return None
-    a, b = _int(parts[0][0]), _int(parts[2][0])
+    a, b = _whole(parts[0][0]), _whole(parts[2][0])
     op = {"−": "-", "×": "*", "x": "*", "·": "*"}.get(parts[1][1], parts[1][1])
     if a is None or b is None or op not in "+-*":
         return None

@@ -93,9 +93,9 @@ def refine_examples(examples: list[dict[str, str]], records: list[Record], n: in
             continue
         # the slip is chosen by the question, so a run's examples are the same on resume
         h = int(hashlib.sha256(e["question"].encode()).hexdigest(), 16)
-        for k in range(len(calculation_matches(e["rationale"]))):
-            index, slip = (h + k) % len(calculation_matches(e["rationale"])), SLIPS[(h >> 8) % len(SLIPS)]
-            wrong = slipped(e["rationale"], index, slip)
+        n_calcs, slip = len(calculation_matches(e["rationale"])), SLIPS[(h >> 8) % len(SLIPS)]
+        for k in range(n_calcs):  # from the hashed calculation on, the first that splits
+            wrong = slipped(e["rationale"], (h + k) % n_calcs, slip)
             fixed = answered(e["rationale"], wrong[1]) if wrong else None
             if wrong and fixed:
                 out.append({"question": e["question"], "mode": "refine", "rationale": fixed, "context": {
