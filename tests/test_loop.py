@@ -251,6 +251,8 @@ def test_dry_run_plans_without_calling_anything(tmp_path):
     assert p["models"] == {"student": "offline smollm2-135m-instruct",
                            "teacher": "offline qwen2.5-coder-0.5b-instruct"}  # found, not loaded
     assert "estimates" in p["estimates"]  # what is an estimate says so
+    assert p["engines"]["teacher"] == "transformers"  # the demo names its engine
+    assert p["engines"]["student"] in ("transformers (auto: this machine)", "vllm (auto: this machine)")
     assert not cfg.run_dir.exists()  # planning writes nothing
     # a budget: how many iterations surely fit
     per = [i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"] for i in p["per_iteration"]]
@@ -415,6 +417,27 @@ def test_the_demo_method_runs_on_a_users_word_problem_file(tmp_path, monkeypatch
     assert m0["teacher_tokens"] == sum(u["prompt_tokens"] + u["completion_tokens"] for u in usages)
     assert m0["train_examples"] > 0
     assert [r["iteration"] for r in summary["iterations"]] == ["base", 0, 1]
+
+
+def test_auto_backend_is_vllm_only_on_cuda_with_vllm_importable(monkeypatch):
+    import importlib.util
+
+    import torch
+
+    from undo.lm.engines import resolve_backend
+    from undo.teacher import build_backend
+
+    real = importlib.util.find_spec
+    for cuda, has_vllm, want in ((False, True, "transformers"), (True, False, "transformers"),
+                                 (True, True, "vllm")):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a, v=has_vllm: (real("json") if v else None) if name == "vllm"
+                            else real(name, *a))
+        assert resolve_backend("auto") == want and resolve_backend("transformers") == "transformers"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = load_config(ROOT / "configs" / "demo.yaml", ["teacher.backend=auto"])
+    assert build_backend(cfg.teacher).name == "transformers"  # the engine's name keys the cache
 
 
 def test_dry_run_says_where_worked_examples_come_from(tmp_path):

@@ -24,7 +24,7 @@ from undo.config import OpenAIConfig, TeacherConfig
 from undo.errors import UserError
 from undo.teacher.base import BACKENDS, Completion, Request, SamplingParams, TeacherError, Usage
 from undo.teacher.cache import CachedTeacher, CompletionCache, cache_key, default_cache_dir
-from undo.teacher.openai_backend import OpenAIBackend, _proxy_for
+from undo.teacher.openai_backend import OpenAIBackend
 
 SECRET = "sk-test-5ecret-value-never-shown"
 
@@ -283,7 +283,7 @@ def _answer(text: str) -> bytes:
                        "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
 
 
-def test_every_http11_answer_shape_is_read_and_the_connection_reused_when_it_may():
+def test_every_http_answer_shape_is_read_and_the_connection_reused_when_it_may():
     bodies = [_answer(f"answer {i}") for i in range(6)]
     chunked = b"".join(b"%x;ext=1\r\n%s\r\n" % (len(c), c) for c in (bodies[1][:10], bodies[1][10:])) + \
         b"0\r\nX-Trailer: t\r\n\r\n"
@@ -299,7 +299,8 @@ def test_every_http11_answer_shape_is_read_and_the_connection_reused_when_it_may
     srv = RawServer(responses)
     usage = Usage()
     backend = make_backend(srv.url, concurrency=1)
-    assert "p%40ss" not in repr(backend) and "user:***@" in repr(backend)
+    assert "p%40ss" not in repr(backend) and "p@ss" not in repr(backend) and "user" not in repr(backend)
+    assert "p@ss" not in repr(backend.__dict__)  # the password lives only in a SecretStr
     results = backend.complete(make_requests(6), usage)
     assert [r.text for r in results] == [f"answer {i}" for i in range(6)]
     assert usage.retries == 0 and usage.completion_tokens == 12
@@ -328,14 +329,21 @@ def test_proxy_comes_from_the_environment(monkeypatch):
     for var in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
         monkeypatch.delenv(var, raising=False)
         monkeypatch.delenv(var.upper(), raising=False)
-    assert _proxy_for("https://api.example.com/v1") is None
-    monkeypatch.setenv("HTTPS_PROXY", "http://user:p%40ss@proxy.local:3128")
-    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
-    proxy = _proxy_for("https://api.example.com/v1")
-    assert proxy is not None and proxy.auth == (b"user", b"p@ss")
-    assert bytes(proxy.url) == b"http://proxy.local:3128/"
-    assert _proxy_for("http://localhost:8000/v1") is None  # plain http, and bypassed
-    assert _proxy_for("https://127.0.0.1:8000/v1") is None
+    # the loopback server plays the proxy: an http endpoint's request reaches it in absolute form
+    proxy = RawServer([b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(_answer("via proxy")),
+                                                                         _answer("via proxy"))])
+    monkeypatch.setenv("HTTP_PROXY", proxy.url.removesuffix("/v1"))  # with user:p%40ss
+    [answer] = make_backend("http://teacher.invalid:8000/v1", concurrency=1).complete(make_requests(1), Usage())
+    assert answer.text == "via proxy"
+    head = proxy.requests[0].decode()
+    assert head.startswith("POST http://teacher.invalid:8000/v1/chat/completions HTTP/1.1\r\n")
+    assert "Proxy-Authorization: Basic " + base64.b64encode(b"user:p@ss").decode() in head
+    # NO_PROXY: the proxy (now a closed port) is bypassed for the endpoint it names
+    monkeypatch.setenv("HTTP_PROXY", closed_port_url().removesuffix("/v1"))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with FaultServer() as srv:
+        requests = make_requests(3)
+        assert_correct(requests, make_backend(srv.url).complete(requests, Usage()))
 
 
 def test_api_key_sent_as_bearer_but_never_shown(monkeypatch, caplog):

@@ -112,7 +112,9 @@ class OpenAIConfig(Section):
 class TeacherConfig(Section):
     # batch_size too: in-process, each sampled row draws from its own seeded generator
     RESUMABLE = frozenset({"openai", "batch_size", "device", "price", "vllm"})
-    backend: str = "transformers"
+    # openai (any OpenAI-compatible server), or in-process on an engine of undo/lm/engines.py:
+    # auto = vllm on a CUDA machine where vLLM is importable, else transformers
+    backend: str = "auto"
     model: str = "qwen2.5-coder-0.5b-instruct"
     openai: OpenAIConfig = Field(default_factory=OpenAIConfig)  # backend=openai
     max_attempts: Count = 2
@@ -215,15 +217,16 @@ class StudentConfig(Section):
     dtype: Dtype = None
     max_new_tokens: Count = 320
     batch_size: Count = 32  # inference
-    backend: str = "transformers"  # inference engine: a name registered in undo/lm/engines.py
+    # inference engine registered in undo/lm/engines.py; auto = vllm on CUDA with vLLM, else transformers
+    backend: str = "auto"
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # backend=vllm
 
     @field_validator("backend")
     @classmethod
     def _known_engine(cls, v: str) -> str:
-        from undo.lm.engines import ENGINES  # deferred, like grading's answer types
+        from undo.lm.engines import AUTO, ENGINES  # deferred, like grading's answer types
 
-        return _registered(v, ENGINES, "inference backend")
+        return _registered(v, [*ENGINES, AUTO], "inference backend")
 
 
 class TrainConfig(Section):

@@ -8,7 +8,7 @@ from typing import Any
 
 from undo.config import RunConfig
 from undo.errors import UserError
-from undo.lm.engines import ENGINES
+from undo.lm.engines import ENGINES, resolve_backend
 from undo.lm.models import resolve_model
 from undo.runstore import read_json
 from undo.tasks import make_splits
@@ -39,19 +39,20 @@ def preflight(cfg: RunConfig, splits: dict[str, list[Any]]) -> dict[str, str]:
     within what vLLM will serve, a budget that fits one question. Returns where each
     model comes from."""
     models = {"student": _check_model(cfg.student.model)}
-    if cfg.teacher.backend in ENGINES:  # in-process: finding the model is the check
+    teacher_engine = resolve_backend(cfg.teacher.backend)
+    if teacher_engine in ENGINES:  # in-process: finding the model is the check
         models["teacher"] = _check_model(cfg.teacher.model)
         if cfg.teacher.refine_model and cfg.loop.refine == "teacher":
             models["refine teacher"] = _check_model(cfg.teacher.refine_model)
-    roles = [("student", cfg.student.backend)] + ([("teacher", cfg.teacher.backend)]
-                                                  if cfg.teacher.backend in ENGINES else [])
+    roles = [("student", resolve_backend(cfg.student.backend))] + (
+        [("teacher", teacher_engine)] if teacher_engine in ENGINES else [])
     for role, backend in roles:
         if backend == "vllm":
             import importlib.util
 
             if importlib.util.find_spec("vllm") is None:
                 raise UserError(f"{role}.backend=vllm needs vLLM: pip install 'undo-distill[vllm]'")
-    if cfg.student.backend == "vllm" and cfg.student.lora is not None:
+    if resolve_backend(cfg.student.backend) == "vllm" and cfg.student.lora is not None:
         if not cfg.student.vllm.enable_lora:
             raise UserError("student.vllm.enable_lora is false, but student.lora trains LoRA students "
                             "that vLLM must then serve: set it true, or student.lora=null")
@@ -127,6 +128,7 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
         "student_steps_per_iteration_max": steps,
         "student_generations_per_iteration": n_train + len(splits["val"]) + len(splits["test"]),
         "models": models,
+        "engines": engines_used(cfg),
         "estimates": f"teacher prompt tokens are estimates ({EXPLAIN_PROMPT_TOKENS} per explain and "
                      f"{REFINE_PROMPT_TOKENS} per refine prompt, {EXAMPLE_TOKENS} per worked example); "
                      "calls and completion tokens are upper bounds (every attempt used, max_tokens each)",
@@ -152,6 +154,17 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
         out["cost_usd_max"] = round((p_in * t.price.get("input", 0)
                                      + p_out * t.price.get("output", 0)) / 1e6, 2)
     return out
+
+
+def engines_used(cfg: RunConfig) -> dict[str, str]:
+    """Which engine answers for each role on this machine (`auto` resolved)."""
+    def say(backend: str) -> str:
+        engine = resolve_backend(backend)
+        return engine if engine == backend else f"{engine} ({backend}: this machine)"
+
+    teacher = (f"openai: HTTP to {cfg.teacher.openai.base_url}" if cfg.teacher.backend == "openai"
+               else say(cfg.teacher.backend))
+    return {"student": say(cfg.student.backend), "teacher": teacher}
 
 
 def matched_steps(run_dir: Path) -> int:

@@ -6,6 +6,9 @@ and cost, training examples by source) at the global student step where that ite
 training ended, and each iteration's training loss as its own step range (steps offset by
 the iterations before it). Inside the loop the trainer's own report_to integration is off,
 so a tracker never gets one run per iteration with steps restarting at 0.
+
+The trackers are accelerate's (`accelerate.tracking`); this module only decides which run
+each one continues.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from accelerate import PartialState
+from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
+
 from undo.errors import UserError
 
-TRACKERS: dict[str, Callable[[Path, str], Any]] = {}
+TRACKERS: dict[str, Callable[[Path, str], GeneralTracker]] = {}
 
 
-def register_tracker(name: str) -> Callable[[Callable[[Path, str], Any]], Callable[[Path, str], Any]]:
-    def deco(cls: Callable[[Path, str], Any]) -> Callable[[Path, str], Any]:
-        TRACKERS[name] = cls
-        return cls
+def register_tracker(name: str) -> Callable[[Callable[[Path, str], GeneralTracker]],
+                                            Callable[[Path, str], GeneralTracker]]:
+    """Register `(run_dir, run_name) -> accelerate tracker` under a `train.report_to` name."""
+
+    def deco(make: Callable[[Path, str], GeneralTracker]) -> Callable[[Path, str], GeneralTracker]:
+        TRACKERS[name] = make
+        return make
 
     return deco
 
@@ -35,57 +44,32 @@ def _need(module: str, name: str) -> None:
 
 
 @register_tracker("tensorboard")
-class TensorBoard:
-    def __init__(self, run_dir: Path, name: str) -> None:
-        _need("tensorboard", "tensorboard")
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        for key, value in metrics.items():
-            self.writer.add_scalar(key, value, step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
+def tensorboard(run_dir: Path, name: str) -> GeneralTracker:
+    _need("tensorboard", "tensorboard")
+    # accelerate writes to logging_dir/run_name: the run folder's tensorboard/, as before
+    return TensorBoardTracker(run_name="tensorboard", logging_dir=run_dir)
 
 
 @register_tracker("wandb")
-class WandB:
-    def __init__(self, run_dir: Path, name: str) -> None:
-        _need("wandb", "wandb")
-        import wandb
-
-        # a stable id per run folder: a resumed invocation continues the same wandb run
-        run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
-        self.run = wandb.init(project="undo", name=name, id=run_id, resume="allow", dir=str(run_dir))
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.run.log(metrics, step=step)
-
-    def close(self) -> None:
-        self.run.finish()
+def wandb(run_dir: Path, name: str) -> GeneralTracker:
+    _need("wandb", "wandb")
+    # a stable id per run folder: a resumed invocation continues the same wandb run
+    run_id = hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+    return WandBTracker("undo", name=name, id=run_id, resume="allow", dir=str(run_dir))
 
 
 @register_tracker("mlflow")
-class MLflow:
-    def __init__(self, run_dir: Path, name: str) -> None:
-        _need("mlflow", "mlflow")
-        import mlflow
+def mlflow(run_dir: Path, name: str) -> GeneralTracker:
+    _need("mlflow", "mlflow")
+    import mlflow as ml
 
-        self.mlflow = mlflow
-        mlflow.set_experiment("undo")
-        found = mlflow.search_runs(filter_string=f"tags.undo_run_dir = '{run_dir.resolve()}'")
-        run_id = found["run_id"].iloc[0] if len(found) else None
-        self.run = mlflow.start_run(run_id=run_id, run_name=name,
-                                    tags={"undo_run_dir": str(run_dir.resolve())})
-
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self.mlflow.log_metrics(metrics, step=step)
-
-    def close(self) -> None:
-        self.mlflow.end_run()
+    # MLflow ids are its own: a resumed invocation finds its run by the run folder's tag
+    tag = {"undo_run_dir": str(run_dir.resolve())}
+    experiment = ml.get_experiment_by_name("undo")
+    where = f"tags.undo_run_dir = '{tag['undo_run_dir']}'"
+    found = ml.search_runs([experiment.experiment_id], filter_string=where) if experiment is not None else []
+    run_id = found["run_id"].iloc[0] if len(found) else None
+    return MLflowTracker(experiment_name="undo", run_id=run_id, tags=tag, run_name=name)
 
 
 class Trackers:
@@ -97,6 +81,12 @@ class Trackers:
         names = [n for n in names if n not in ("none", "")]
         self.others = [n for n in names if n not in TRACKERS]
         self.active = [TRACKERS[n](run_dir, name) for n in names if n in TRACKERS]
+        if self.active:
+            # accelerate's trackers log through its state; the loop is one process, so this is
+            # the state a trainer in this process would create anyway
+            PartialState()
+        for t in self.active:
+            t.start()
 
     def __bool__(self) -> bool:
         return bool(self.active)
@@ -105,7 +95,7 @@ class Trackers:
         numbers = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, int | float) and not isinstance(v, bool)}
         for t in self.active:
-            t.log(numbers, step)
+            t.log(numbers, step=step)
 
     def log_training(self, losses: list[float], loss_steps: list[int], offset: int) -> None:
         """One iteration's training loss as its own step range, after the ones before it."""
@@ -114,7 +104,7 @@ class Trackers:
 
     def close(self) -> None:
         for t in self.active:
-            t.close()
+            t.finish()
 
 
 def iteration_metrics(m: dict[str, Any], cost: float | None) -> dict[str, Any]:

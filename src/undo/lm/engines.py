@@ -45,7 +45,7 @@ class EngineSpec:
     @classmethod
     def of(cls, cfg: Any, model: str | None = None) -> EngineSpec:
         """From a StudentConfig or TeacherConfig (backend, model, device, dtype, vllm)."""
-        return cls(cfg.backend, model or cfg.model, cfg.device, cfg.dtype,
+        return cls(resolve_backend(cfg.backend), model or cfg.model, cfg.device, cfg.dtype,
                    tuple(sorted(cfg.vllm.model_dump().items())))
 
 
@@ -73,6 +73,19 @@ class Engine(Protocol):
 
 
 ENGINES: dict[str, type] = {}
+AUTO = "auto"  # a backend name that picks an engine for the machine (resolve_backend)
+
+
+def resolve_backend(name: str) -> str:
+    """The engine `name` stands for: `auto` is vLLM on a CUDA machine where vLLM is
+    importable (it schedules its own batches and holds a KV cache), else transformers."""
+    if name != AUTO:
+        return name
+    import importlib.util
+
+    import torch
+
+    return "vllm" if torch.cuda.is_available() and importlib.util.find_spec("vllm") else "transformers"
 
 
 def register_engine(name: str) -> Callable[[type], type]:

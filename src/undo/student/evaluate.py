@@ -74,7 +74,7 @@ def evaluate(
         progress(len(records) - len(todo))
     spec = EngineSpec.of(cfg, student_spec)
     # chunks written as they finish, so a killed evaluation loses at most one chunk
-    chunk = ENGINES[cfg.backend].rows_per_call(cfg.batch_size)
+    chunk = ENGINES[spec.backend].rows_per_call(cfg.batch_size)
     f = JsonlAppender(Path(out_path)) if out_path and todo else None
     try:
         for start in range(0, len(todo), chunk):

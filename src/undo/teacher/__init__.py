@@ -6,13 +6,13 @@ import importlib
 
 from undo.config import TeacherConfig
 from undo.errors import UserError
-from undo.lm.engines import ENGINES
+from undo.lm.engines import AUTO, ENGINES
 from undo.teacher.base import BACKENDS, TeacherBackend
 
 # modules that register a backend, imported on demand; every inference engine
 # (undo/lm/engines.py: transformers, vllm) is an in-process teacher backend
 _BACKEND_MODULES = {"openai": "undo.teacher.openai_backend"} | {
-    name: "undo.teacher.local_backend" for name in ENGINES}
+    name: "undo.teacher.local_backend" for name in [*ENGINES, AUTO]}
 
 
 def backend_names() -> set[str]:

@@ -6,9 +6,11 @@ are load-balanced by least-in-flight, and an endpoint that just failed cools dow
 its retries go elsewhere. A request that keeps failing stops the job only after the
 requests already in flight have finished, so their results still reach `on_result`.
 
-It speaks HTTP through `http11` (a minimal keep-alive HTTP/1.1 connection on asyncio
-streams): at concurrency 256 against a fast server a full HTTP library's per-request CPU
-was the job's bottleneck (bench/teacher_client.py).
+It speaks HTTP through httpx (keep-alive, proxies from the environment, TLS, chunked and
+1xx answers), one `AsyncClient` per worker: a worker has at most one request in flight, so
+its pool holds one connection per endpoint. One pool shared by every worker would cost
+CPU growing with the square of the concurrency: httpcore 1.0.9 scans the whole pool for
+each request (encode/httpcore#1035; bench/teacher_client.py, RESULTS).
 
 What a job needs from its backend (model, retries, backoff, TLS, what a 4xx means) comes
 in one `JobPolicy`, so this module never reaches into the backend.
@@ -24,14 +26,14 @@ import re
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-import httpcore
+import httpx
+from pydantic import SecretStr
 
 from undo.errors import UserError
 from undo.teacher.base import CONTEXT_LENGTH, Completion, ProgressFn, Request, ResultFn, TeacherError, Usage
-from undo.teacher.http11 import BadResponse, DirectConnection, ProxiedConnection, Target
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +50,8 @@ CONTEXT_TOO_LONG = re.compile(
 @dataclass
 class Endpoint:
     url: str  # base URL as shown in messages (no password), no trailing slash
-    target: Target  # where its chat requests go, with their fixed headers
-    proxy: httpcore.Proxy | None
+    chat_url: str  # where its chat requests go (no credentials: those are in `authorization`)
+    authorization: SecretStr | None = field(default=None, repr=False)  # the Authorization header
     in_flight: int = 0
     cooldown_until: float = 0.0
     consecutive_failures: int = 0
@@ -65,10 +67,8 @@ class JobPolicy:
     backoff: Callable[[int, float | None], float]  # (attempt, Retry-After) -> seconds to wait
     cooldown_base: float  # an endpoint's cooldown grows from this with its consecutive failures
     ssl_context: Callable[[], ssl.SSLContext]
+    headers: dict[str, str]  # sent with every request (never the Authorization: see Endpoint)
     fatal_for_status: Callable[[str, int, bytes], Exception]  # a 4xx no retry can fix
-
-
-Connection = DirectConnection | ProxiedConnection
 
 
 class Retry(Exception):
@@ -195,17 +195,22 @@ class _Job:
             self.error = err
         self.stop.set()
 
+    def client(self) -> httpx.AsyncClient:
+        """A worker's own client: one keep-alive connection per endpoint, opened on first use."""
+        t, n = self.policy.timeout, len(self.endpoints)
+        return httpx.AsyncClient(
+            headers=self.policy.headers, verify=self.policy.ssl_context(), trust_env=True,
+            follow_redirects=False, timeout=httpx.Timeout(t, connect=min(t, 10.0)),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+        )
+
     async def worker(self) -> None:
-        # A worker's own connection to each endpoint (opened on first use): nothing shared
-        conns: dict[int, Connection] = {
-            id(ep): ProxiedConnection(ep.target, self.policy.ssl_context, ep.proxy) if ep.proxy
-            else DirectConnection(ep.target, self.policy.ssl_context) for ep in self.endpoints}
-        try:
+        async with self.client() as client:
             for i in self.pending:
                 if self.stop.is_set():
                     return
                 try:
-                    c = await self.one(conns, i)
+                    c = await self.one(client, i)
                     self.results[i] = c
                     self.usage.add(c)
                     if self.on_result is not None:
@@ -217,9 +222,6 @@ class _Job:
                 except Exception as e:  # any failure ends the job, once in-flight work is done
                     self.fail(e)
                     return
-        finally:
-            for conn in conns.values():
-                await conn.aclose()
 
     def pick(self, avoid: Endpoint | None) -> Endpoint:
         eps = self.endpoints
@@ -252,7 +254,7 @@ class _Job:
             payload["seed"] = req.sample_index
         return json.dumps(payload, ensure_ascii=False).encode()
 
-    async def one(self, conns: dict[int, Connection], i: int) -> Completion:
+    async def one(self, client: httpx.AsyncClient, i: int) -> Completion:
         body = self.body(self.requests[i])
         policy = self.policy
         last: Endpoint | None = None
@@ -260,7 +262,7 @@ class _Job:
         for attempt in range(policy.max_retries + 1):
             ep = self.pick(avoid=last)
             try:
-                c = await self.attempt(conns[id(ep)], ep, body)
+                c = await self.attempt(client, ep, body)
                 ep.consecutive_failures = 0
                 return c
             except Retry as r:
@@ -297,18 +299,18 @@ class _Job:
                     pass
         raise AssertionError("unreachable")
 
-    async def attempt(self, conn: Connection, ep: Endpoint, body: bytes) -> Completion:
+    async def attempt(self, client: httpx.AsyncClient, ep: Endpoint, body: bytes) -> Completion:
         ep.in_flight += 1
-        t = self.policy.timeout
+        auth = {"Authorization": ep.authorization.get_secret_value()} if ep.authorization else None
         try:
-            resp = await conn.post(body, min(t, 10.0), t)
-        except (TimeoutError, asyncio.TimeoutError):  # the same class from 3.11 on
-            raise Retry("timeout", f"no answer within {t:g} s") from None
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, BadResponse, ValueError) as e:
+            resp = await client.post(ep.chat_url, content=body, headers=auth)
+        except httpx.TimeoutException:
+            raise Retry("timeout", f"no answer within {self.policy.timeout:g} s") from None
+        except httpx.RequestError as e:  # refused, reset, torn or malformed answer, proxy failure
             raise Retry("connection", f"{type(e).__name__}: {e}"[:200]) from None
         finally:
             ep.in_flight -= 1
-        code = resp.status
+        code = resp.status_code
         if 300 <= code < 400:  # not followed: a redirected POST loses its body on many servers
             raise redirected(ep.url, resp.headers.get("location", "?"))
         if code >= 500 or code in RETRY_STATUS:

@@ -12,18 +12,18 @@ from typing import Any
 
 from undo.config import TeacherConfig
 from undo.lm import engines
-from undo.lm.engines import ENGINES, EngineSpec
+from undo.lm.engines import AUTO, ENGINES, EngineSpec, resolve_backend
 from undo.lm.generate import RowSampling
 from undo.lm.models import resolve_model
 from undo.teacher.base import Completion, ProgressFn, Request, Usage, register_backend
 
 
 class LocalBackend:
-    """Requests answered by the pooled "teacher" engine of `cfg.backend`."""
+    """Requests answered by the pooled "teacher" engine of `cfg.backend` (`auto`: resolved)."""
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
-        self.name = cfg.backend
+        self.name = resolve_backend(cfg.backend)  # the engine's own name keys the cache
         self.model = cfg.model
         resolve_model(cfg.model)  # fails fast on a bad name or digest
         self._spec = EngineSpec.of(cfg)
@@ -44,7 +44,7 @@ class LocalBackend:
         groups: dict[int, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(r.sampling.max_tokens, []).append(i)
-        chunk = ENGINES[self.cfg.backend].rows_per_call(self.cfg.batch_size)
+        chunk = ENGINES[self.name].rows_per_call(self.cfg.batch_size)
         for max_tokens, group in groups.items():
             # length-sorted chunks: batches stay homogeneous, and each finished chunk is
             # handed to on_result (the cache) so a killed job loses at most one chunk
@@ -65,7 +65,7 @@ class LocalBackend:
         return out
 
 
-for _name in ENGINES:  # every inference engine can host the teacher
+for _name in [*ENGINES, AUTO]:  # every inference engine can host the teacher
     register_backend(_name)(LocalBackend)
 
 

@@ -7,17 +7,17 @@ check; one batch of requests runs as a worker pool in `http_job`.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import os
 import random
 import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-import httpcore
 import httpx
+from pydantic import SecretStr
 
 from undo.config import TeacherConfig, redact_url
 from undo.errors import UserError
@@ -30,25 +30,12 @@ from undo.teacher.base import (
     Usage,
     register_backend,
 )
-from undo.teacher.http11 import Target
 from undo.teacher.http_job import Endpoint, JobPolicy, error_message, redirected, run_job
 
 T = TypeVar("T")
 
 HEALTH_TIMEOUT = 8.0
-
-
-class _Secret:
-    """Holds the API key so that no repr, vars() dump or log line can show it."""
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __repr__(self) -> str:
-        return "<secret>"
+USER_AGENT = {"User-Agent": "undo-distill"}
 
 
 def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -62,19 +49,16 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return pool.submit(asyncio.run, coro).result()
 
 
-def _proxy_for(url: str) -> httpcore.Proxy | None:
-    """The proxy that HTTP(S)_PROXY / ALL_PROXY / NO_PROXY give this URL, as httpx would."""
+def _split_credentials(url: str) -> tuple[str, SecretStr | None]:
+    """`url` without its user:password@ part, and that part as a Basic Authorization header."""
     parts = urllib.parse.urlsplit(url)
-    proxies = urllib.request.getproxies()
-    proxy = proxies.get(parts.scheme) or proxies.get("all")
-    if not proxy or urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    p = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    auth = None
-    if p.username is not None:
-        auth = (urllib.parse.unquote(p.username), urllib.parse.unquote(p.password or ""))
-    netloc = p.hostname + (f":{p.port}" if p.port else "") if p.hostname else ""
-    return httpcore.Proxy(urllib.parse.urlunsplit((p.scheme, netloc, p.path, "", "")), auth=auth)
+    if parts.username is None:
+        return url, None
+    login = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    host = parts.hostname or ""
+    netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    plain = urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    return plain, SecretStr("Basic " + base64.b64encode(login.encode()).decode())
 
 
 @register_backend("openai")
@@ -107,7 +91,10 @@ class OpenAIBackend:
                     "(e.g. http://localhost:8000/v1)"
                 )
         self.model = cfg.model
-        self.base_urls = [u.rstrip("/") for u in urls]
+        # credentials leave the URL at once: only the SecretStr holds them
+        split = [_split_credentials(u.rstrip("/")) for u in urls]
+        self.base_urls = [u for u, _ in split]
+        self._url_auth = [auth for _, auth in split]
         self.concurrency = http.concurrency
         self.timeout = http.timeout
         self.max_retries = http.max_retries
@@ -115,7 +102,7 @@ class OpenAIBackend:
         self.backoff_max = backoff_max
         self.retry_after_max = retry_after_max
         self.api_key_env = http.api_key_env
-        self._api_key: _Secret | None = None
+        self._api_key: SecretStr | None = None
         self._ssl: ssl.SSLContext | None = None
         if http.api_key_env:
             value = os.environ.get(http.api_key_env)
@@ -124,18 +111,20 @@ class OpenAIBackend:
                     f"teacher.openai.api_key_env names ${http.api_key_env}, but that variable is "
                     "not set (export it, or set teacher.openai.api_key_env: null for a local server)"
                 )
-            self._api_key = _Secret(value)
+            self._api_key = SecretStr(f"Bearer {value}")
 
     def __repr__(self) -> str:
-        return f"OpenAIBackend(model={self.model!r}, base_urls={[redact_url(u) for u in self.base_urls]!r})"
+        return f"OpenAIBackend(model={self.model!r}, base_urls={self.base_urls!r})"
 
     # --- shared helpers ----------------------------------------------------
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"User-Agent": "undo-distill"}
-        if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key.reveal()}"
-        return headers
+    def _authorization(self, k: int) -> SecretStr | None:
+        """Endpoint k's Authorization header: the API key, else the URL's user:password."""
+        return self._api_key if self._api_key is not None else self._url_auth[k]
+
+    def _auth_header(self, k: int) -> dict[str, str]:
+        auth = self._authorization(k)
+        return {"Authorization": auth.get_secret_value()} if auth is not None else {}
 
     def _fatal_for_status(self, url: str, code: int, body: bytes) -> Exception:
         """4xx answers that no retry can fix: a user error, or a failure of this request."""
@@ -171,39 +160,37 @@ class OpenAIBackend:
 
     def health_check(self) -> None:
         timeout = httpx.Timeout(HEALTH_TIMEOUT, connect=5.0)
-        with httpx.Client(
-            timeout=timeout, headers=self._headers(), verify=self._ssl_context()
-        ) as client:
-            for url in self.base_urls:
-                self._check_endpoint(client, url)
+        with httpx.Client(timeout=timeout, headers=USER_AGENT, verify=self._ssl_context()) as client:
+            for k, url in enumerate(self.base_urls):
+                self._check_endpoint(client, url, self._auth_header(k))
 
-    def _check_endpoint(self, client: httpx.Client, url: str) -> None:
-        resp = self._health_request(client, "GET", url, "/models")
+    def _check_endpoint(self, client: httpx.Client, url: str, auth: dict[str, str]) -> None:
+        resp = self._health_request(client, "GET", url, "/models", headers=auth)
         if resp.status_code == 404:  # some servers have no model list: try one token
-            self._check_by_chat(client, url)
+            self._check_by_chat(client, url, auth)
             return
         if resp.status_code >= 400:
             raise self._health_status_error(url, resp)
         try:
             served = [str(m["id"]) for m in resp.json()["data"]]
         except (ValueError, KeyError, TypeError):
-            self._check_by_chat(client, url)
+            self._check_by_chat(client, url, auth)
             return
         if self.model not in served:
             listing = ", ".join(served[:20]) + (" ..." if len(served) > 20 else "")
             raise UserError(
-                f"teacher model '{self.model}' is not served by {redact_url(url)}; it serves: "
+                f"teacher model '{self.model}' is not served by {url}; it serves: "
                 f"{listing or '(nothing)'} (set teacher.model to one of these)"
             )
 
-    def _check_by_chat(self, client: httpx.Client, url: str) -> None:
+    def _check_by_chat(self, client: httpx.Client, url: str, auth: dict[str, str]) -> None:
         body = {
             "model": self.model,
             "messages": [{"role": "user", "content": "Say OK."}],
             "max_tokens": 1,
             "temperature": 0.0,
         }
-        resp = self._health_request(client, "POST", url, "/chat/completions", json=body)
+        resp = self._health_request(client, "POST", url, "/chat/completions", json=body, headers=auth)
         if resp.status_code >= 400:
             raise self._health_status_error(url, resp)
 
@@ -214,22 +201,22 @@ class OpenAIBackend:
             resp = client.request(method, url + path, **kw)
         except httpx.TimeoutException:
             raise UserError(
-                f"teacher endpoint {redact_url(url)} is unreachable: no answer within {HEALTH_TIMEOUT:.0f} s "
+                f"teacher endpoint {url} is unreachable: no answer within {HEALTH_TIMEOUT:.0f} s "
                 "(is the server running?)"
             ) from None
         except httpx.TransportError as e:
             raise UserError(
-                f"teacher endpoint {redact_url(url)} is unreachable: {e} (is the server running?)"
+                f"teacher endpoint {url} is unreachable: {e} (is the server running?)"
             ) from None
         if resp.is_redirect:  # a POST is not re-sent across a redirect: the URL must be the final one
-            raise redirected(redact_url(url), resp.headers.get("location", "?"))
+            raise redirected(url, resp.headers.get("location", "?"))
         return resp
 
     def _health_status_error(self, url: str, resp: httpx.Response) -> Exception:
         if resp.status_code in (401, 403, 404):
-            return self._fatal_for_status(redact_url(url), resp.status_code, resp.content)
+            return self._fatal_for_status(url, resp.status_code, resp.content)
         return UserError(
-            f"teacher endpoint {redact_url(url)} is not ready (HTTP {resp.status_code}: "
+            f"teacher endpoint {url} is not ready (HTTP {resp.status_code}: "
             f"{error_message(resp.content)})"
         )
 
@@ -252,11 +239,10 @@ class OpenAIBackend:
 
     def _endpoints(self) -> list[Endpoint]:
         eps = []
-        for url in self.base_urls:
+        for k, url in enumerate(self.base_urls):
             parts = urllib.parse.urlsplit(url)
             chat = urllib.parse.urlunsplit(parts._replace(path=parts.path.rstrip("/") + "/chat/completions"))
-            headers = {"Content-Type": "application/json", "Accept": "application/json", **self._headers()}
-            eps.append(Endpoint(redact_url(url), Target.post_to(chat, headers), _proxy_for(url)))  # name shown
+            eps.append(Endpoint(url, chat, self._authorization(k)))
         return eps
 
     async def _complete(
@@ -269,6 +255,7 @@ class OpenAIBackend:
         policy = JobPolicy(
             model=self.model, timeout=self.timeout, max_retries=self.max_retries, backoff=self._backoff,
             cooldown_base=self.backoff_base, ssl_context=self._ssl_context,
+            headers={**USER_AGENT, "Content-Type": "application/json", "Accept": "application/json"},
             fatal_for_status=self._fatal_for_status,
         )
         return await run_job(requests, self._endpoints(), policy, usage, concurrency=self.concurrency,
