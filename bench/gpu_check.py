@@ -155,7 +155,9 @@ def main() -> int:
     def decode_overhead() -> dict[str, Any]:
         """Where a decode step's time goes: our loop with and without the answer-line check,
         against the bare model forwards it makes (same mask, positions and cache)."""
-        from undo.lm import generate as gen_mod
+        from transformers import DynamicCache
+
+        from undo.grading import answer_line_end
         from undo.lm.generate import generate_chat
         from undo.lm.models import load_model, load_tokenizer, resolve_model
 
@@ -164,19 +166,19 @@ def main() -> int:
         convs = prompts[:32]
         generate_chat(model, tok, convs[:2], 4)  # warm-up
 
-        def per_step(**kw: Any) -> float:
+        def per_step(stop: Any = answer_line_end) -> float:
             mem()
             t0 = time.perf_counter()
-            gens = generate_chat(model, tok, convs, 48, batch_size=32, **kw)
+            gens = generate_chat(model, tok, convs, 48, batch_size=32, stop=stop)
             mem()
             return (time.perf_counter() - t0) / max(max(g.completion_tokens for g in gens), 1)
 
         per_step()  # untimed: the first pass at these shapes pays for kernel/plan selection
         checked = per_step()
-        unchecked = per_step(stop_at_answer=False)
+        unchecked = per_step(stop=None)
         checked_again = per_step()  # the order effect, if any, shows as a gap to `checked`
         with torch.inference_mode():
-            cache = gen_mod._growing_cache(model)
+            cache = DynamicCache(config=model.config)
             mask = torch.ones((32, 24), dtype=torch.long, device=device)
             model(input_ids=torch.randint(0, 300, (32, 24), device=device), attention_mask=mask,
                   past_key_values=cache, use_cache=True, logits_to_keep=1)

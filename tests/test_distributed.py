@@ -54,7 +54,7 @@ def _greedy(folder: Path) -> str:
     resolved = resolve_model(str(folder))
     model = load_model(resolved, device="cpu")
     [g] = generate_chat(model, load_tokenizer(resolved), [[{"role": "user", "content": "What is 3 + 4?"}]],
-                        max_new_tokens=12, stop_at_answer=False)
+                        max_new_tokens=12)
     return g.text
 
 

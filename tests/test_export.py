@@ -71,7 +71,7 @@ def test_merged_export_answers_as_the_adapter_model(run: Path, tmp_path: Path) -
     assert tok.chat_template  # the template the student was trained with travels along
     adapter = _adapter_model(run / "iter_0" / "student")
     plain_base = AutoModelForCausalLM.from_pretrained(run.parent.parent / "tiny").eval()
-    kw = {"max_new_tokens": 16, "stop_at_answer": False}
+    kw = {"max_new_tokens": 16}
     ours = [g.text for g in generate_chat(merged, tok, PROMPTS, **kw)]
     assert ours == [g.text for g in generate_chat(adapter, tok, PROMPTS, **kw)]
     ids = tok.apply_chat_template(PROMPTS[0], add_generation_prompt=True, return_tensors="pt",

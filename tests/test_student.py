@@ -18,7 +18,8 @@ import pytest
 
 from undo.config import LoraConfig, StudentConfig, TrainConfig
 from undo.errors import UserError
-from undo.lm.generate import ANSWER_DONE, Generation, _batches, _cut_at_answer, generate_chat
+from undo.grading import answer_line_end
+from undo.lm.generate import Generation, _batches, cut, generate_chat
 from undo.student.evaluate import evaluate, read_attempts
 from undo.tasks.base import Record
 
@@ -44,12 +45,13 @@ COPY_PROMPT = "Copy this text exactly: 'The answer is 42. I hope this helps you 
     ],
 )
 def test_answer_line_detection(text: str, done: bool) -> None:
-    assert bool(ANSWER_DONE.search(text)) is done
+    assert (answer_line_end(text) is not None) is done
 
 
 def test_cut_at_answer_keeps_the_answer_line() -> None:
-    assert _cut_at_answer("We add. The answer is 3.5.\nExtra") == "We add. The answer is 3.5."
-    assert _cut_at_answer("The answer is 72\nmore") == "The answer is 72"
+    assert cut("We add. The answer is 3.5.\nExtra", answer_line_end) == "We add. The answer is 3.5."
+    assert cut("The answer is 72\nmore", answer_line_end) == "The answer is 72"
+    assert cut("The answer is 72\nmore", None) == "The answer is 72\nmore"
 
 
 def test_conversations_with_the_same_examples_batch_together() -> None:
@@ -247,8 +249,9 @@ def test_generate_batched_keeps_order_and_matches_batch_of_one(base: SimpleNames
         [{"role": "user", "content": "Name a color."}],
         [{"role": "user", "content": COPY_PROMPT}],
     ]
-    batched = generate_chat(base.model, base.tok, convs, max_new_tokens=16, batch_size=3)
-    single = [generate_chat(base.model, base.tok, [c], max_new_tokens=16)[0] for c in convs]
+    kw = dict(max_new_tokens=16, stop=answer_line_end)
+    batched = generate_chat(base.model, base.tok, convs, batch_size=3, **kw)
+    single = [generate_chat(base.model, base.tok, [c], **kw)[0] for c in convs]
     assert [g.text for g in batched] == [g.text for g in single]
     assert batched[2].text == "The answer is 42."
     assert batched[2].finish_reason == "answer"
@@ -258,12 +261,12 @@ def test_generate_batched_keeps_order_and_matches_batch_of_one(base: SimpleNames
 @pytest.mark.slow
 def test_stop_at_answer_truncates_after_the_answer_line(base: SimpleNamespace) -> None:
     conv = [[{"role": "user", "content": COPY_PROMPT}]]
-    full = generate_chat(base.model, base.tok, conv, max_new_tokens=40, stop_at_answer=False)[0]
-    cut = generate_chat(base.model, base.tok, conv, max_new_tokens=40, stop_at_answer=True)[0]
+    full = generate_chat(base.model, base.tok, conv, max_new_tokens=40)[0]
+    short = generate_chat(base.model, base.tok, conv, max_new_tokens=40, stop=answer_line_end)[0]
     assert full.text.startswith("The answer is 42.") and len(full.text) > len("The answer is 42.")
     assert full.finish_reason == "stop"
-    assert (cut.text, cut.finish_reason) == ("The answer is 42.", "answer")
-    assert cut.completion_tokens < full.completion_tokens
+    assert (short.text, short.finish_reason) == ("The answer is 42.", "answer")
+    assert short.completion_tokens < full.completion_tokens
     assert "<|im_end|>" not in full.text  # special tokens stripped
 
 
@@ -328,7 +331,7 @@ def test_finished_rows_leave_the_batch(base: SimpleNamespace) -> None:
         enc("The answer is 12\nAnd then some more words"),
     ]
     lm = _ScriptedLM(tok, dict(zip(lengths, texts, strict=True)))
-    gens = generate_chat(lm, tok, convs, max_new_tokens=30, batch_size=4)
+    gens = generate_chat(lm, tok, convs, max_new_tokens=30, batch_size=4, stop=answer_line_end)
     assert [g.finish_reason for g in gens] == ["answer", "stop", "length", "answer"]
     assert gens[0].text == "We add. The answer is 3.5."
     assert gens[1].text == "short"
@@ -409,7 +412,7 @@ def test_lora_student_reloads_and_generates(lora_student: SimpleNamespace) -> No
     rec, _ = svamp_rows(28, 1)[0]
     from undo.tasks.base import student_messages
 
-    g = generate_chat(model, tok, [student_messages(rec)], max_new_tokens=48)[0]
+    g = generate_chat(model, tok, [student_messages(rec)], max_new_tokens=48, stop=answer_line_end)[0]
     # after 4 steps it has at least learnt to end with the answer line, briefly
     assert "The answer is" in g.text, g.text
     assert g.finish_reason in ("answer", "stop") and g.completion_tokens < 48
@@ -541,26 +544,6 @@ def test_lora_student_loads_merged_with_the_same_outputs(lora_student: SimpleNam
     assert torch.allclose(a, b, rtol=1e-3, atol=1e-2), (a - b).abs().max()
     assert torch.equal(a.argmax(-1), b.argmax(-1))
     assert (a - base_model(input_ids=ids).logits).abs().max() > 1e-3  # the adapter did change it
-
-
-@pytest.mark.slow
-def test_growing_cache_generates_what_the_plain_cache_does(base: SimpleNamespace,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    """The cache that writes into spare room (no copy per token) changes nothing: same
-    greedy texts as transformers' DynamicCache, with rows leaving the batch on the way."""
-    from transformers import DynamicCache
-
-    from undo.lm import generate
-
-    convs = [[{"role": "user", "content": c}] for c in
-             ("Name a color.", COPY_PROMPT, "Write two sentences about rivers and the sea.",
-              "Count from one to twenty in words.")]
-    kw = dict(max_new_tokens=80, batch_size=4)  # > _SPARE_TOKENS: the buffer must grow once
-    ours = generate_chat(base.model, base.tok, convs, **kw)
-    monkeypatch.setattr(generate, "_growing_cache", lambda model: DynamicCache(config=model.config))
-    plain = generate_chat(base.model, base.tok, convs, **kw)
-    assert [g.text for g in ours] == [g.text for g in plain]
-    assert len({g.completion_tokens for g in ours}) > 1  # rows did finish at different steps
 
 
 @pytest.mark.slow

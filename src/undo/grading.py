@@ -37,6 +37,19 @@ def answer_line(answer: str) -> str:
     return f"The answer is {answer}."
 
 
+# A complete answer line: its closing period followed by whitespace, or a newline
+# after "The answer is ...". A period at the very end of the text is not enough:
+# "The answer is 3." may still become "The answer is 3.5.".
+ANSWER_DONE = re.compile(r"[Tt]he answer is (?:[^\n]*?\.(?=\s)|[^\n]*?(?=\n))")
+
+
+def answer_line_end(text: str) -> int | None:
+    """Where a reply that has written its answer line ends (the stop rule the student and an
+    in-process teacher decode with: nothing after the answer is graded), else None."""
+    m = ANSWER_DONE.search(text)
+    return m.end() if m else None
+
+
 # --- answer markers -----------------------------------------------------------
 
 # "The answer is", "the final answer is", "Answer:"; \s* lets "Answer:\n72" reach the next line.

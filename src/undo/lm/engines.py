@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from undo.errors import UserError
-from undo.lm.generate import ANSWER_DONE, Generation, RowSampling, generate_chat
+from undo.lm.generate import Generation, RowSampling, StopRule, generate_chat
 from undo.lm.models import ResolvedModel, load_model, load_tokenizer, resolve_model
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class Engine(Protocol):
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int,
                  sampling: list[RowSampling], *, adapter: str | None, batch_size: int,
-                 stop_at_answer: bool, progress: ProgressFn | None) -> list[Generation]: ...
+                 stop: StopRule | None, progress: ProgressFn | None) -> list[Generation]: ...
 
     def release(self) -> None: ...
 
@@ -136,9 +136,9 @@ class TransformersEngine:
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int,
                  sampling: list[RowSampling], *, adapter: str | None, batch_size: int,
-                 stop_at_answer: bool, progress: ProgressFn | None) -> list[Generation]:
+                 stop: StopRule | None, progress: ProgressFn | None) -> list[Generation]:
         return generate_chat(self.model, self.tokenizer, conversations, max_new_tokens,
-                             batch_size=batch_size, stop_at_answer=stop_at_answer,
+                             batch_size=batch_size, stop=stop,
                              progress=progress, sampling=sampling)
 
     def release(self) -> None:
@@ -205,7 +205,7 @@ class VLLMEngine:
 
     def generate(self, conversations: list[list[dict]], max_new_tokens: int,
                  sampling: list[RowSampling], *, adapter: str | None, batch_size: int,
-                 stop_at_answer: bool, progress: ProgressFn | None) -> list[Generation]:
+                 stop: StopRule | None, progress: ProgressFn | None) -> list[Generation]:
         from vllm import SamplingParams
 
         lora = None
@@ -223,8 +223,8 @@ class VLLMEngine:
         for out in outs:
             c = out.outputs[0]
             text, reason = c.text, c.finish_reason or "stop"
-            if stop_at_answer and (m := ANSWER_DONE.search(text)):
-                text, reason = text[: m.end()], "answer"
+            if stop is not None and (end := stop(text)) is not None:
+                text, reason = text[:end], "answer"
             results.append(Generation(text.strip(), len(out.prompt_token_ids or []), len(c.token_ids),
                                       reason))
         if progress:
@@ -321,14 +321,14 @@ POOL = EnginePool()
 
 def generate(role: str, spec: EngineSpec, conversations: list[list[dict]], max_new_tokens: int,
              sampling: list[RowSampling] | None = None, *, batch_size: int = 16,
-             stop_at_answer: bool = True, progress: ProgressFn | None = None) -> list[Generation]:
+             stop: StopRule | None = None, progress: ProgressFn | None = None) -> list[Generation]:
     """One reply per conversation from the pooled engine of `role` (greedy unless `sampling`)."""
     if not conversations:
         return []
     engine, adapter = POOL.get(role, spec)
     rows = sampling or [RowSampling()] * len(conversations)
     return engine.generate(conversations, max_new_tokens, rows, adapter=adapter,
-                           batch_size=batch_size, stop_at_answer=stop_at_answer, progress=progress)
+                           batch_size=batch_size, stop=stop, progress=progress)
 
 
 def release_all() -> None:

@@ -1,26 +1,26 @@
 """Batched chat generation on transformers: the student's evaluation and the in-process teacher.
 
 A hand-written decode loop rather than `model.generate`: a row that has finished
-(end token, or a complete "The answer is X." line) is dropped from the batch and
-its KV cache at once, so it stops costing compute. With `generate` a batch pays
-for its longest row at full width until the very end; here the width shrinks.
+(end token, or the caller's stop rule says its reply is complete) is dropped from the
+batch and its KV cache at once, so it stops costing compute. With `generate` a batch
+pays for its longest row at full width until the very end; here the width shrinks
+(bench/generation.py measures both, and transformers' `generate_batch`).
 """
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from undo.errors import UserError
 
-# A complete answer line: its closing period followed by whitespace, or a newline
-# after "The answer is ...". A period at the very end of the text is not enough:
-# "The answer is 3." may still become "The answer is 3.5.".
-ANSWER_DONE = re.compile(r"[Tt]he answer is (?:[^\n]*?\.(?=\s)|[^\n]*?(?=\n))")
-_TAIL_TOKENS = 48  # an answer line is far shorter; decoding only the tail keeps the check cheap
+# The caller's rule for a finished reply: where in the text the reply ends, or None while it
+# goes on (the student's and teacher's: undo.grading.answer_line_end). It sees the last
+# _TAIL_TOKENS tokens while decoding, so it must recognise an ending within them.
+StopRule = Callable[[str], int | None]
+_TAIL_TOKENS = 48
 
 
 @dataclass
@@ -28,7 +28,7 @@ class Generation:
     text: str
     prompt_tokens: int
     completion_tokens: int
-    finish_reason: str  # "stop" (end token) | "length" | "answer" (answer line complete)
+    finish_reason: str  # "stop" (end token) | "length" | "answer" (the stop rule ended it)
 
 
 def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -98,9 +98,10 @@ def _sample(logits: Any, rows: list[RowSampling], generators: list[Any]) -> Any:
     return nxt
 
 
-def _cut_at_answer(text: str) -> str:
-    m = ANSWER_DONE.search(text)
-    return text[: m.end()].rstrip() if m else text
+def cut(text: str, stop: StopRule | None) -> str:
+    """`text` up to where `stop` says the reply ended (all of it when it has not)."""
+    end = stop(text) if stop is not None else None
+    return text[:end].rstrip() if end is not None else text
 
 
 # Below this many shared tokens, a separate prefix pass costs more than it saves.
@@ -177,46 +178,11 @@ def _prefill(model: Any, prompts: list[list[int]], pad_id: int, cache: Any,
     return logits, mask, positions[:, -1]
 
 
-_SPARE_TOKENS = 64  # room a cache layer grows into before it must be copied again
-
-
-def _growing_cache(model: Any) -> Any:
-    """transformers' DynamicCache with layers that write each new token into spare room.
-
-    DynamicLayer appends by `torch.cat`, copying the layer's whole cache at every decoded
-    token: with a few-shot prefix repeated into each of 96 rows that is ~1 GB per step for
-    the 0.5B teacher (profiled: 11 % of its generation time, 15 % of the student's)."""
+def _new_cache(model: Any) -> Any:
+    # transformers' own cache; the model fills it, rows leave it by reorder_cache
     from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
 
-    class GrowingLayer(DynamicLayer):
-        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
-            import torch
-
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-            old = self.keys.shape[-2] if self.keys.numel() else 0
-            new = old + key_states.shape[-2]
-            kbuf = getattr(self, "_kbuf", None)
-            # a reorder, repeat or crop replaced self.keys with a tensor of its own: start a buffer
-            moved = bool(old) and self.keys.data_ptr() != (kbuf.data_ptr() if kbuf is not None else -1)
-            if kbuf is None or kbuf.shape[-2] < new or moved:
-                shape = (*key_states.shape[:-2], new + _SPARE_TOKENS, key_states.shape[-1])
-                kbuf = torch.empty(shape, dtype=key_states.dtype, device=key_states.device)
-                vbuf = torch.empty(shape[:-1] + value_states.shape[-1:], dtype=value_states.dtype,
-                                   device=value_states.device)
-                if old:
-                    kbuf[..., :old, :] = self.keys
-                    vbuf[..., :old, :] = self.values
-                self._kbuf, self._vbuf = kbuf, vbuf
-            self._kbuf[..., old:new, :] = key_states
-            self._vbuf[..., old:new, :] = value_states
-            self.keys, self.values = self._kbuf[..., :new, :], self._vbuf[..., :new, :]
-            return self.keys, self.values
-
-    cache = DynamicCache(config=model.config)
-    cache.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in cache.layers]
-    return cache
+    return DynamicCache(config=model.config)
 
 
 def _generate_batch(
@@ -225,7 +191,7 @@ def _generate_batch(
     prompts: list[list[int]],
     sampling: list[RowSampling],
     max_new_tokens: int,
-    stop_at_answer: bool,
+    stop: StopRule | None,
     stop_ids: set[int],
 ) -> list[Generation]:
     import torch
@@ -235,8 +201,8 @@ def _generate_batch(
     rows = list(range(len(prompts)))  # original row of each live batch slot
     out_ids: list[list[int]] = [[] for _ in prompts]
     finish: list[str] = ["length"] * len(prompts)
-    cache = _growing_cache(model)
-    stop = torch.tensor(sorted(stop_ids), device=device)
+    cache = _new_cache(model)
+    end_ids = torch.tensor(sorted(stop_ids), device=device)
     generators = [torch.Generator(device=device).manual_seed(rs.seed or 0) if rs.temperature > 0 else None
                   for rs in sampling]
     # several samples of one prompt (a teacher's k refinements) prefill it once
@@ -252,15 +218,15 @@ def _generate_batch(
             logits, mask, last_pos = logits[idx], mask[idx], last_pos[idx]
         for step in range(max_new_tokens):
             nxt = _sample(logits, [sampling[r] for r in rows], [generators[r] for r in rows])
-            is_stop = torch.isin(nxt, stop).tolist() if len(stop) else [False] * len(rows)
+            is_stop = torch.isin(nxt, end_ids).tolist() if len(end_ids) else [False] * len(rows)
             keep: list[int] = []
             for slot, (row, tok, ended) in enumerate(zip(rows, nxt.tolist(), is_stop, strict=True)):
                 out_ids[row].append(tok)
                 if ended:
                     finish[row] = "stop"
-                elif stop_at_answer and ANSWER_DONE.search(
+                elif stop is not None and stop(
                     tokenizer.decode(out_ids[row][-_TAIL_TOKENS:], skip_special_tokens=True)
-                ):
+                ) is not None:
                     finish[row] = "answer"
                 else:
                     keep.append(slot)
@@ -285,7 +251,7 @@ def _generate_batch(
     for i, p in enumerate(prompts):
         text = tokenizer.decode(out_ids[i], skip_special_tokens=True)
         if finish[i] == "answer":
-            text = _cut_at_answer(text)
+            text = cut(text, stop)
         results.append(Generation(text.strip(), len(p), len(out_ids[i]), finish[i]))
     return results
 
@@ -317,7 +283,7 @@ def generate_chat(
     temperature: float = 0.0,
     top_p: float = 1.0,
     batch_size: int = 16,
-    stop_at_answer: bool = True,
+    stop: StopRule | None = None,
     seed: int | None = None,
     progress: Callable[[int], None] | None = None,
     *,
@@ -331,6 +297,7 @@ def generate_chat(
     A sampled row draws from its own generator, seeded from (seed, row) or its own
     seed: a rerun with the same inputs is identical, however they are batched.
     Repeated conversations (k samples of one prompt) are prefilled once per batch.
+    `stop` (the caller's rule) ends a row once its reply is complete, cut there.
     `progress(n)` is called after each batch with the number of conversations it
     finished. `ignore_eos` (benchmarks only) runs every row to max_new_tokens.
     """
@@ -356,7 +323,7 @@ def generate_chat(
                 [prompts[i] for i in chunk],
                 [sampling[i] for i in chunk],
                 max_new_tokens,
-                stop_at_answer and not ignore_eos,
+                None if ignore_eos else stop,
                 stops,
             )
             for i, g in zip(chunk, outs, strict=True):

@@ -14,6 +14,7 @@ from typing import Any
 
 from undo.config import StudentConfig
 from undo.errors import UserError
+from undo.grading import answer_line_end
 from undo.lm import engines
 from undo.lm.engines import ENGINES, EngineSpec
 from undo.runstore import JsonlAppender, read_jsonl
@@ -81,7 +82,7 @@ def evaluate(
             part = todo[start : start + chunk]
             gens = engines.generate("student", spec, [student_messages(r) for r in part],
                                     cfg.max_new_tokens, batch_size=cfg.batch_size,
-                                    stop_at_answer=True, progress=progress)
+                                    stop=answer_line_end, progress=progress)
             rows = [_attempt(r, g.text, g.completion_tokens) for r, g in zip(part, gens, strict=True)]
             for row in rows:
                 done[row["id"]] = row

@@ -11,6 +11,7 @@ import zlib
 from typing import Any
 
 from undo.config import TeacherConfig
+from undo.grading import answer_line_end
 from undo.lm import engines
 from undo.lm.engines import AUTO, ENGINES, EngineSpec, resolve_backend
 from undo.lm.generate import RowSampling
@@ -55,7 +56,7 @@ class LocalBackend:
                 gens = engines.generate(
                     "teacher", self._spec, [requests[i].messages for i in idx], max_tokens,
                     [_row_sampling(requests[i]) for i in idx], batch_size=self.cfg.batch_size,
-                    stop_at_answer=True, progress=progress)
+                    stop=answer_line_end, progress=progress)
                 for i, g in zip(idx, gens, strict=True):
                     c = Completion(g.text, g.prompt_tokens, g.completion_tokens, g.finish_reason)
                     out[i] = c
