@@ -46,8 +46,10 @@ from undo.errors import UserError
     ("loop.min_delta=1.5", "loop.min_delta"),
 ])
 def test_a_bad_value_is_one_line_naming_its_key(override: str, key: str) -> None:
+    from undo.registries import load
+
     with pytest.raises(UserError) as e:
-        load_config(overrides=[override])
+        load(overrides=[override])
     msg = str(e.value)
     assert f"config key '{key}'" in msg and "\n" not in msg, msg
 

@@ -220,7 +220,8 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     other = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=2"])
     assert other["dir"] != t["dir"]
     # a students x iterations matrix: the iteration-0 cell is the one trained above (reused)
-    from undo.transfer import matrix_lines, transfer_matrix
+    from undo.report import matrix_lines
+    from undo.transfer import transfer_matrix
 
     m = transfer_matrix(run_dir, ["smollm2-135m-instruct"], ["0", "1"], ["train.max_steps=1"], n_boot=200)
     first, second = m["cells"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from undo.report import teacher_shown
+from undo.display import teacher_shown
 
 
 @pytest.mark.parametrize("cfg, says, not_says", [

@@ -42,10 +42,10 @@ ConfigOpt = Annotated[Optional[Path], typer.Option(  # noqa: UP045
 
 
 def _config(path: Path | None, overrides: list[str] | None, **forced: object):
-    from undo.config import load_config
+    from undo.registries import load
 
     items = list(overrides or []) + [f"{k}={v}" for k, v in forced.items() if v is not None]
-    return load_config(path, items)
+    return load(path, items)
 
 
 def _emit(obj: dict) -> None:
@@ -295,7 +295,8 @@ def transfer(
     Example: undo transfer runs/svamp-undo --students Qwen/Qwen2.5-0.5B-Instruct,smollm2-135m-instruct
     --iterations 0,best
     """
-    from undo.transfer import matrix_lines, transfer_matrix
+    from undo.report import matrix_lines
+    from undo.transfer import transfer_matrix
 
     names = [s.strip() for s in (students or student or "").split(",") if s.strip()]
     if not names:

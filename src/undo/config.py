@@ -2,6 +2,10 @@
 
 Unknown or misspelt keys are errors that name the key and the closest valid one,
 because a silently ignored `loop.patiance: 3` wastes hours of GPU time.
+
+This module is the schema only: it imports nothing of undo but `errors`. Values that must
+name an entry of a registry (a task, an answer type, a backend, an engine, a prompt) are
+checked by those registries' owners when a config is loaded (`undo.registries.load`).
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -35,13 +38,6 @@ Positive = Annotated[float, Field(gt=0)]
 Dtype = Literal["float32", "bfloat16", "float16"] | None
 
 
-def _registered(name: str, known: Collection[str], what: str) -> str:
-    """`name` if a registry (tasks, answer types, backends) holds it; else the one-line error."""
-    if name not in known:
-        raise ValueError(f"unknown {what}; known: {', '.join(sorted(known))}")
-    return name
-
-
 class TaskConfig(Section):
     name: str = "svamp"
     # hub id (default for the task), or a local file/folder in the original format
@@ -56,19 +52,6 @@ class TaskConfig(Section):
     dataset: str | None = None
     config: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("name")
-    @classmethod
-    def _known_task(cls, v: str) -> str:
-        from undo.tasks import TASKS  # deferred, like grading's answer types
-
-        return _registered(v, TASKS, "task")
-
-    @field_validator("answer_type")
-    @classmethod
-    def _known_answer_type(cls, v: str | None) -> str | None:
-        from undo.grading import ANSWER_TYPES  # deferred: keeps config free of import cycles
-
-        return v if v is None else _registered(v, ANSWER_TYPES, "answer type")
 
 
 class SplitsConfig(Section):
@@ -161,13 +144,6 @@ class TeacherConfig(Section):
                              f"examples: at most teacher.few_shot ({self.few_shot})")
         return self
 
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, v: str) -> str:
-        from undo.teacher import backend_names  # deferred, like grading's answer types
-
-        return _registered(v, backend_names(), "teacher backend")
-
     @model_validator(mode="before")
     @classmethod
     def _flat_openai_keys(cls, data: Any) -> Any:
@@ -180,16 +156,6 @@ class TeacherConfig(Section):
                 section.setdefault(key, data.pop(key))
             data["openai"] = section
         return data
-
-    @field_validator("prompts")
-    @classmethod
-    def _known_prompts(cls, v: dict[str, str]) -> dict[str, str]:
-        from undo.teacher.prompts import TEMPLATES  # deferred, like grading's answer types
-
-        for name in v:
-            if name not in TEMPLATES:
-                raise ValueError(f"unknown prompt '{name}'; known: {', '.join(TEMPLATES)}")
-        return v
 
     @field_validator("price")
     @classmethod
@@ -220,13 +186,6 @@ class StudentConfig(Section):
     # inference engine registered in undo/lm/engines.py; auto = vllm on CUDA with vLLM, else transformers
     backend: str = "auto"
     vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # backend=vllm
-
-    @field_validator("backend")
-    @classmethod
-    def _known_engine(cls, v: str) -> str:
-        from undo.lm.engines import AUTO, ENGINES  # deferred, like grading's answer types
-
-        return _registered(v, [*ENGINES, AUTO], "inference backend")
 
 
 class TrainConfig(Section):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -103,3 +104,36 @@ def stage(label: str, total: int | None) -> Iterator[Callable[[int], None]]:
 
 def info(message: str) -> None:
     console.print(message)
+
+
+def teacher_shown(run_dir: Path) -> str:
+    """One sentence: what each refine request showed the teacher, from the run's config."""
+    import yaml
+
+    path = run_dir / "config.yaml"
+    if not path.exists():
+        return ""
+    cfg = yaml.safe_load(path.read_text()) or {}
+    loop, teacher = cfg.get("loop") or {}, cfg.get("teacher") or {}
+    if loop.get("method") == "oneshot":
+        return "Method: one-shot distillation (iteration 0 only); the teacher explains each question once."
+    if loop.get("refine") == "repeat":
+        return ("Method: UNDO-repeat (loop.refine=repeat), the ablation: no teacher is asked after "
+                "iteration 0; each failed question is trained on its previous verified rationale again.")
+    parts = ["the question and its gold answer", "its own earlier verified rationale"
+             + (" and up to two older ones" if teacher.get("history", True) else "")]
+    if teacher.get("show_attempt", True):
+        parts.append("the student's wrong attempt with its first false calculation named")
+    else:
+        parts.append("not the student's attempt (teacher.show_attempt=false)")
+    shown = int(loop.get("val_errors_shown", 20) or 0)
+    if shown and teacher.get("style") == "concise" and not (teacher.get("prompts") or {}).get("refine"):
+        parts.append("the student's val accuracy by iteration (the concise template shows no val answers)")
+    elif shown:
+        parts.append(f"the student's val accuracy by iteration and up to {shown} of its val answers")
+    if teacher.get("refine_examples"):
+        parts.append(f"{teacher['refine_examples']} refine worked examples first (a slipped attempt answered "
+                     "in smaller steps)")
+    who = (f" ({teacher['refine_model']}, teacher.refine_model)"
+           if teacher.get("refine_model") not in (None, teacher.get("model")) else "")
+    return f"Refine requests showed the teacher{who} " + "; ".join(parts) + "."

@@ -21,6 +21,7 @@ from undo.errors import UserError
 from undo.feedback import refine_items, solved, student_profile, tailoring
 from undo.mixing import mix_training_set
 from undo.plan import matched_steps, preflight
+from undo.registries import check_registered
 from undo.runstore import RunStore, append_jsonl, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
@@ -53,7 +54,7 @@ class UndoRun:
     """One run folder. Construct, then call run() (or a single stage method)."""
 
     def __init__(self, cfg: RunConfig) -> None:
-        self.cfg = cfg
+        self.cfg = check_registered(cfg)  # a config built in Python meets the CLI's checks
         self.store = RunStore(cfg.run_dir)
         self._teacher: Any = None
         self._refiner: Any = None

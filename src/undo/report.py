@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from undo.display import tailored, teacher_shown
 from undo.errors import UserError
 from undo.runstore import read_json, read_jsonl, write_atomic
 from undo.stats import accuracy_ci, paired_bootstrap
@@ -15,8 +16,6 @@ def _pct(v: Any) -> str:
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    from undo.display import tailored
-
     head = ("| iteration | train errors | refined ok/failed | refined texts new/same | train examples | steps "
             "| val acc | test acc | teacher tokens | wall s |")
     lines = [head, "|" + "---|" * 10]
@@ -30,39 +29,6 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             f"| {m.get('teacher_tokens', '-')} | {m.get('wall_s', '-')} |"
         )
     return "\n".join(lines)
-
-
-def teacher_shown(run_dir: Path) -> str:
-    """One sentence: what each refine request showed the teacher, from the run's config."""
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.exists():
-        return ""
-    cfg = yaml.safe_load(path.read_text()) or {}
-    loop, teacher = cfg.get("loop") or {}, cfg.get("teacher") or {}
-    if loop.get("method") == "oneshot":
-        return "Method: one-shot distillation (iteration 0 only); the teacher explains each question once."
-    if loop.get("refine") == "repeat":
-        return ("Method: UNDO-repeat (loop.refine=repeat), the ablation: no teacher is asked after "
-                "iteration 0; each failed question is trained on its previous verified rationale again.")
-    parts = ["the question and its gold answer", "its own earlier verified rationale"
-             + (" and up to two older ones" if teacher.get("history", True) else "")]
-    if teacher.get("show_attempt", True):
-        parts.append("the student's wrong attempt with its first false calculation named")
-    else:
-        parts.append("not the student's attempt (teacher.show_attempt=false)")
-    shown = int(loop.get("val_errors_shown", 20) or 0)
-    if shown and teacher.get("style") == "concise" and not (teacher.get("prompts") or {}).get("refine"):
-        parts.append("the student's val accuracy by iteration (the concise template shows no val answers)")
-    elif shown:
-        parts.append(f"the student's val accuracy by iteration and up to {shown} of its val answers")
-    if teacher.get("refine_examples"):
-        parts.append(f"{teacher['refine_examples']} refine worked examples first (a slipped attempt answered "
-                     "in smaller steps)")
-    who = (f" ({teacher['refine_model']}, teacher.refine_model)"
-           if teacher.get("refine_model") not in (None, teacher.get("model")) else "")
-    return f"Refine requests showed the teacher{who} " + "; ".join(parts) + "."
 
 
 def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
@@ -123,7 +89,6 @@ def write_report(run_dir: Path) -> Path:
                "one question's answers and the refined explanations.", "",
                flow_markdown({"counts": summary["flow"]})]
     if (run_dir / "transfer_matrix.json").exists():
-        from undo.transfer import matrix_lines
 
         matrix = read_json(run_dir / "transfer_matrix.json")
         md += ["## Transfer: other students on this run's data", "",
@@ -265,3 +230,18 @@ def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_00
             row.update(diff=d, ci_low=lo, ci_high=hi, diff_per_seed=[sum(x) / len(x) for x in diffs])
         out.append(row)
     return out
+
+
+def matrix_lines(matrix: dict[str, Any]) -> list[str]:
+    ks = matrix["iterations"]
+    lines = ["| student | " + " | ".join(f"iteration {k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
+    for student in matrix["students"]:
+        cells = {c["iteration"]: c for c in matrix["cells"] if c["student"] == student}
+        out = []
+        for k in ks:
+            c = cells[k]
+            diff = (f" ({c['diff_vs_first']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}])"
+                    if "diff_vs_first" in c else "")
+            out.append(f"{c['test_acc']:.1%}{diff}")
+        lines.append(f"| {student} | " + " | ".join(out) + " |")
+    return lines

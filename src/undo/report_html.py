@@ -77,8 +77,7 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
         usage.append({"iteration": k, "tokens": tokens, "cost": u.get("cost_usd")})
     flow_file = run_dir / "flow.json"
     flow = read_json(flow_file) if flow_file.exists() else {"counts": {}, "grid": {}}
-    from undo.display import tailored
-    from undo.report import teacher_shown
+    from undo.display import tailored, teacher_shown
 
     grid = flow.get("grid", {})
     rows_of_grid = grid_rows(run_dir, iters, grid, _question_details(run_dir, iters, grid))

@@ -12,8 +12,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from undo.config import load_config
 from undo.errors import UserError
+from undo.registries import load as load_config
 from undo.runstore import RunStore, read_jsonl, write_json
 from undo.tasks import Record
 
@@ -98,18 +98,3 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
 
         write_report(run_dir)  # the report shows the matrix
     return matrix
-
-
-def matrix_lines(matrix: dict[str, Any]) -> list[str]:
-    ks = matrix["iterations"]
-    lines = ["| student | " + " | ".join(f"iteration {k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
-    for student in matrix["students"]:
-        cells = {c["iteration"]: c for c in matrix["cells"] if c["student"] == student}
-        out = []
-        for k in ks:
-            c = cells[k]
-            diff = (f" ({c['diff_vs_first']:+.1%} [{c['ci_low']:+.1%}, {c['ci_high']:+.1%}])"
-                    if "diff_vs_first" in c else "")
-            out.append(f"{c['test_acc']:.1%}{diff}")
-        lines.append(f"| {student} | " + " | ".join(out) + " |")
-    return lines

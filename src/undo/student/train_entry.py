@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from undo.config import load_config
 from undo.errors import UserError
+from undo.registries import load as load_config
 from undo.student.launch import die_with_parent
 from undo.student.train import read_examples, train_student
 
