@@ -442,10 +442,19 @@ class UndoRun:
         preflight(cfg, self.splits)
         if not self.store.done(0, "teach"):
             _ = self.teacher  # builds the backend and health-checks the endpoint
-        fresh = [] if self.store.path("base", "metrics.json").exists() else ["base"]
+        fresh: list[int | str] = [] if self.store.path("base", "metrics.json").exists() else ["base"]
         rows: list[dict[str, Any]] = [self.base_eval()] if cfg.loop.eval_base else []
         if fresh and rows:
             self._track(rows, rows[0])
+        best_k, best_val, stop_reason = self._iterate(rows, fresh)
+        summary = self._summarize(rows, fresh, best_k, best_val, stop_reason)
+        self._announce(summary)
+        return summary
+
+    def _iterate(self, rows: list[dict[str, Any]], fresh: list[int | str]) -> tuple[int | None, float, str]:
+        """The iterations until the loop stops; each one's metrics row appended to `rows`.
+        Returns (best iteration by val, its val accuracy, why the loop stopped)."""
+        cfg = self.cfg
         last = 0 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations
         best_k, best_val, stale, stop_reason = None, -1.0, 0, "max_iterations"
         for k in range(last + 1):
@@ -474,8 +483,12 @@ class UndoRun:
                     what = f"above loop.min_delta={cfg.loop.min_delta}" if cfg.loop.min_delta else "improvement"
                     stop_reason = f"no val {what} for {stale} iteration(s)"
                     break
-        if cfg.loop.method == "oneshot":
-            stop_reason = "oneshot"
+        return best_k, best_val, "oneshot" if cfg.loop.method == "oneshot" else stop_reason
+
+    def _summarize(self, rows: list[dict[str, Any]], fresh: list[int | str], best_k: int | None,
+                   best_val: float, stop_reason: str) -> dict[str, Any]:
+        """summary.json, flow.json and the report of the finished loop (and the flow's curves)."""
+        cfg = self.cfg
         iters = [r for r in rows if isinstance(r.get("iteration"), int)]
         last_k = max(r["iteration"] for r in iters)
         if cfg.loop.method == "undo" and cfg.loop.flow_train_eval and last_k > 0:
@@ -516,15 +529,19 @@ class UndoRun:
                 self.trackers.log(flow_metrics(flow["counts"], r["iteration"]), step)
         write_json(self.store.root / "summary.json", summary)
         write_report(self.store.root)
+        return summary
+
+    def _announce(self, summary: dict[str, Any]) -> None:
+        """The end of a run on the terminal: the headline, the best iteration, one story."""
+        cfg = self.cfg
         if summary.get("headline", {}).get("rows"):
             display.console.print(display.headline_table(summary["headline"]))
             display.info(summary["headline"]["sentence"])
-        display.info(f"best iteration {best_k} (val {best_val:.1%}, test "
-                     f"{summary['best_test_acc']:.1%}); stopped: {stop_reason}")
+        display.info(f"best iteration {summary['best_iteration']} (val {summary['best_val_acc']:.1%}, test "
+                     f"{summary['best_test_acc']:.1%}); stopped: {summary['stop_reason']}")
         if cfg.loop.method == "undo" and cfg.loop.refine == "teacher":
             from undo.flow import fixed_story
 
             for line in fixed_story(self.store.root, cfg.teacher.show_attempt):
                 display.console.print(line, markup=False, highlight=False)  # model text, not markup
-        return summary
 

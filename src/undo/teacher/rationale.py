@@ -205,6 +205,153 @@ def _judge(item: TeachItem, mode: str, text: str, finish: str | None,
     return True, "ok", verdict.predicted
 
 
+class RationaleStage:
+    """One teacher stage (explain, refine, rationalize) over a list of questions, in rounds.
+
+    Each round asks every still-unsolved question's next attempt(s) in one call (batched
+    backends see big batches, HTTP backends full concurrency), judges every answer and
+    writes a row per question as soon as it ends: verified, out of attempts, or out of
+    budget. Rows go to `out_path` as they end, so a killed stage resumes where it stopped.
+    """
+
+    def __init__(self, teacher: Any, cfg: TeacherConfig, out_path: Path, usage: Usage,
+                 examples: list[dict] | None = None, progress: Callable[[int, int], None] | None = None,
+                 seed: int = 0, budget: TeacherBudget | None = None) -> None:
+        self.teacher, self.cfg, self.out_path, self.usage = teacher, cfg, out_path, usage
+        self.examples = examples or []
+        self.progress, self.seed, self.budget = progress, seed, budget
+        self.done: dict[str, dict[str, Any]] = {row["id"]: row for row in read_jsonl(out_path)}
+        self.verified: dict[str, list[str]] = {}  # id -> distinct verified texts so far
+
+    def wanted(self, mode: str) -> int:
+        return self.cfg.refine_samples if mode == "refine" else 1
+
+    def messages(self, item: TeachItem, mode: str) -> list[dict[str, str]]:
+        return _messages(item, mode, self.cfg, self.examples)
+
+    def finish(self, item: TeachItem, rationale: str | None, verdict: str, reason: str) -> None:
+        """Write the question's row: it is done."""
+        # the first k distinct, in attempt order (a round may have drawn more)
+        texts = self.verified.get(item.record.id) or ([rationale] if rationale else [])
+        texts = texts[:self.wanted(item.mode)]
+        row = {
+            "id": item.record.id,
+            "question": item.record.question,
+            "answer": item.record.answer,
+            "choices": item.record.choices,
+            "rationale": rationale,
+            "rationales": texts,
+            "verdict": verdict,
+            "reason": reason,
+            "mode": item.mode,
+            "attempts": item.attempts,
+            "usage": {
+                "prompt_tokens": sum(a["prompt_tokens"] for a in item.attempts),
+                "completion_tokens": sum(a["completion_tokens"] for a in item.attempts),
+            },
+        }
+        append_jsonl(self.out_path, row)
+        self.done[item.record.id] = row
+
+    def ask(self, pairs: list[tuple[TeachItem, int]], mode: str) -> list[Any]:
+        """Completions for (item, attempt) pairs. A prompt the server finds longer than the
+        model's context is shortened (see `_shorten`) and asked again, as long as there
+        is something left to cut; then its "context_length" answer is recorded."""
+        reqs = [Request(self.messages(it, mode), _sampling(self.cfg, a), _sample_index(a, self.seed))
+                for it, a in pairs]
+        step = (lambda k: self.progress(k, len(reqs))) if self.progress else None
+        completions = list(self.teacher.complete(reqs, self.usage, step))
+        too_long = [k for k, c in enumerate(completions) if c.finish_reason == CONTEXT_LENGTH]
+        # one cut per question, however many of its attempts were refused
+        items = {id(pairs[k][0]): pairs[k][0] for k in too_long}
+        cut = {key for key, it in items.items() if _shorten(it)}
+        again = [k for k in too_long if id(pairs[k][0]) in cut]
+        if again:
+            for k, c in zip(again, self.ask([pairs[k] for k in again], mode), strict=True):
+                completions[k] = c
+        return completions
+
+    def affordable(self, batch: list[TeachItem], mode: str, n: int) -> list[TeachItem]:
+        """The items, in order, whose n requests each still fit the budget; the rest end here."""
+        if self.budget is None:
+            return batch
+        prompt = completion = 0
+        keep: list[TeachItem] = []
+        for i, it in enumerate(batch):
+            p, c = self.budget.bound(self.messages(it, mode))
+            if not self.budget.fits(self.usage, prompt + n * p, completion + n * c):
+                for cut in batch[i:]:
+                    if self.verified.get(cut.record.id):
+                        self.finish(cut, self.verified[cut.record.id][0], VERIFIED, "ok")
+                    else:
+                        self.finish(cut, None, FAILED, "budget")
+                break
+            prompt, completion = prompt + n * p, completion + n * c
+            keep.append(it)
+        return keep
+
+    def judge_round(self, pairs: list[tuple[TeachItem, int]], completions: list[Any], mode: str,
+                    sizes: dict[int, int]) -> None:
+        """Each answer judged and recorded as an attempt; the verified texts collected."""
+        for (it, _), c in zip(pairs, completions, strict=True):
+            ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason, self.cfg.check_steps)
+            it.attempts.append({
+                "attempt": len(it.attempts), "mode": mode, "text": c.text,
+                "predicted": predicted, "correct": ok, "reason": reason,
+                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+                "prompt_bytes": sizes[id(it)], "cached": c.cached,
+            })
+            texts = self.verified.setdefault(it.record.id, [])
+            if ok and (text := with_answer_line(c.text, it.record)) not in texts:
+                texts.append(text)
+
+    def run_round(self, batch: list[TeachItem], mode: str, first: int, n: int = 1) -> list[TeachItem]:
+        """Attempts first..first+n-1 of every item in one call; the items still unsolved."""
+        batch = self.affordable(batch, mode, n)
+        pairs = [(it, a) for it in batch for a in range(first, first + n)]
+        completions = self.ask(pairs, mode) if pairs else []
+        sizes = {id(it): prompt_bytes(self.messages(it, mode)) for it in batch}  # as asked: maybe shortened
+        self.judge_round(pairs, completions, mode, sizes)
+        unsolved = []
+        for it in batch:
+            texts = self.verified[it.record.id]
+            if len(texts) >= self.wanted(mode):
+                self.finish(it, texts[0], RATIONALIZED if mode == "rationalize" else VERIFIED, "ok")
+            else:
+                unsolved.append(it)
+        return unsolved
+
+    def run_mode(self, todo: list[TeachItem], mode: str) -> None:
+        """Every question of one mode to its end: attempts, then (explain) a rationalization."""
+        # k verified samples need at least k attempts: the tries grow with refine_samples.
+        # With k > 1 nearly every question uses all its tries (measured: 43 of 45 in the
+        # demo), so all its attempts go in one round: in-process, one prefill serves them all
+        tries = self.cfg.max_attempts + self.wanted(mode) - 1
+        first = tries if self.wanted(mode) > 1 else 1
+        if todo:
+            todo = self.run_round(todo, mode, 0, first)
+        for attempt in range(first, tries):
+            if todo:
+                todo = self.run_round(todo, mode, attempt)
+        for it in [it for it in todo if self.verified.get(it.record.id)]:
+            self.finish(it, self.verified[it.record.id][0], VERIFIED, "ok")  # fewer than k, but some
+        todo = [it for it in todo if not self.verified.get(it.record.id)]
+        # refine prompts already carry the gold answer; a plain rationalization there would
+        # ignore the student's feedback and (greedy, cached) repeat iteration 0's text
+        if todo and self.cfg.rationalize and mode == "explain":
+            todo = self.run_round(todo, "rationalize", 0)
+        for it in todo:
+            reasons = Counter(a["reason"] for a in it.attempts)
+            self.finish(it, None, FAILED, reasons.most_common(1)[0][0] if reasons else "no_attempt")
+
+    def run(self, items: list[TeachItem]) -> list[dict[str, Any]]:
+        """A row per item (those already in out_path are not asked again), in the order given."""
+        pending = [it for it in items if it.record.id not in self.done]
+        for mode in ("explain", "refine"):
+            self.run_mode([it for it in pending if it.mode == mode], mode)
+        return [self.done[it.record.id] for it in items]
+
+
 def generate_rationales(
     items: list[TeachItem],
     teacher: Any,  # a CachedTeacher (or any TeacherBackend)
@@ -226,126 +373,7 @@ def generate_rationales(
     With a `budget`, each round runs for the items (in the order given) whose worst-case
     cost still fits; the others end there, with reason "budget" if nothing verified.
     """
-    done = {row["id"]: row for row in read_jsonl(out_path)}
-    pending = [it for it in items if it.record.id not in done]
-    total_requests = 0
-
-    verified: dict[str, list[str]] = {}  # id -> distinct verified texts so far
-
-    def finish(item: TeachItem, rationale: str | None, verdict: str, reason: str) -> None:
-        # the first k distinct, in attempt order (a round may have drawn more)
-        texts = (verified.get(item.record.id) or ([rationale] if rationale else []))[:wanted(item.mode)]
-        row = {
-            "id": item.record.id,
-            "question": item.record.question,
-            "answer": item.record.answer,
-            "choices": item.record.choices,
-            "rationale": rationale,
-            "rationales": texts,
-            "verdict": verdict,
-            "reason": reason,
-            "mode": item.mode,
-            "attempts": item.attempts,
-            "usage": {
-                "prompt_tokens": sum(a["prompt_tokens"] for a in item.attempts),
-                "completion_tokens": sum(a["completion_tokens"] for a in item.attempts),
-            },
-        }
-        append_jsonl(out_path, row)
-        done[item.record.id] = row
-
-    def ask(pairs: list[tuple[TeachItem, int]], mode: str) -> list[Any]:
-        """Completions for (item, attempt) pairs. A prompt the server finds longer than the
-        model's context is shortened (see `_shorten`) and asked again, as long as there
-        is something left to cut; then its "context_length" answer is recorded."""
-        nonlocal total_requests
-        reqs = [Request(_messages(it, mode, cfg, examples or []), _sampling(cfg, a), _sample_index(a, seed))
-                for it, a in pairs]
-        total_requests += len(reqs)
-        step = (lambda k: progress(k, len(reqs))) if progress else None
-        completions = list(teacher.complete(reqs, usage, step))
-        too_long = [k for k, c in enumerate(completions) if c.finish_reason == CONTEXT_LENGTH]
-        # one cut per question, however many of its attempts were refused
-        items = {id(pairs[k][0]): pairs[k][0] for k in too_long}
-        cut = {key for key, it in items.items() if _shorten(it)}
-        again = [k for k in too_long if id(pairs[k][0]) in cut]
-        if again:
-            for k, c in zip(again, ask([pairs[k] for k in again], mode), strict=True):
-                completions[k] = c
-        return completions
-
-    def affordable(batch: list[TeachItem], mode: str, n: int) -> list[TeachItem]:
-        """The items, in order, whose n requests each still fit the budget; the rest end here."""
-        if budget is None:
-            return batch
-        prompt = completion = 0
-        keep: list[TeachItem] = []
-        for i, it in enumerate(batch):
-            p, c = budget.bound(_messages(it, mode, cfg, examples or []))
-            if not budget.fits(usage, prompt + n * p, completion + n * c):
-                for cut in batch[i:]:
-                    if verified.get(cut.record.id):
-                        finish(cut, verified[cut.record.id][0], VERIFIED, "ok")
-                    else:
-                        finish(cut, None, FAILED, "budget")
-                break
-            prompt, completion = prompt + n * p, completion + n * c
-            keep.append(it)
-        return keep
-
-    def run_round(batch: list[TeachItem], mode: str, first: int, n: int = 1) -> list[TeachItem]:
-        """Attempts first..first+n-1 of every item in one call; the items still unsolved."""
-        batch = affordable(batch, mode, n)
-        pairs = [(it, a) for it in batch for a in range(first, first + n)]
-        completions = ask(pairs, mode) if pairs else []
-        sizes = {id(it): prompt_bytes(_messages(it, mode, cfg, examples or [])) for it in batch}
-        for (it, _), c in zip(pairs, completions, strict=True):
-            ok, reason, predicted = _judge(it, mode, c.text, c.finish_reason, cfg.check_steps)
-            it.attempts.append({
-                "attempt": len(it.attempts), "mode": mode, "text": c.text,
-                "predicted": predicted, "correct": ok, "reason": reason,
-                "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-                "prompt_bytes": sizes[id(it)], "cached": c.cached,
-            })
-            texts = verified.setdefault(it.record.id, [])
-            if ok and (text := with_answer_line(c.text, it.record)) not in texts:
-                texts.append(text)
-        unsolved = []
-        for it in batch:
-            texts = verified[it.record.id]
-            if len(texts) >= wanted(mode):
-                verdict = RATIONALIZED if mode == "rationalize" else VERIFIED
-                finish(it, texts[0], verdict, "ok")
-            else:
-                unsolved.append(it)
-        return unsolved
-
-    def wanted(mode: str) -> int:
-        return cfg.refine_samples if mode == "refine" else 1
-
-    for mode in ("explain", "refine"):
-        todo = [it for it in pending if it.mode == mode]
-        # k verified samples need at least k attempts: the tries grow with refine_samples.
-        # With k > 1 nearly every question uses all its tries (measured: 43 of 45 in the
-        # demo), so all its attempts go in one round: in-process, one prefill serves them all
-        tries = cfg.max_attempts + wanted(mode) - 1
-        first = tries if wanted(mode) > 1 else 1
-        if todo:
-            todo = run_round(todo, mode, 0, first)
-        for attempt in range(first, tries):
-            if todo:
-                todo = run_round(todo, mode, attempt)
-        for it in [it for it in todo if verified.get(it.record.id)]:
-            finish(it, verified[it.record.id][0], VERIFIED, "ok")  # fewer than k, but some
-        todo = [it for it in todo if not verified.get(it.record.id)]
-        # refine prompts already carry the gold answer; a plain rationalization there would
-        # ignore the student's feedback and (greedy, cached) repeat iteration 0's text
-        if todo and cfg.rationalize and mode == "explain":
-            todo = run_round(todo, "rationalize", 0)
-        for it in todo:
-            reasons = Counter(a["reason"] for a in it.attempts)
-            finish(it, None, FAILED, reasons.most_common(1)[0][0] if reasons else "no_attempt")
-    return [done[it.record.id] for it in items]
+    return RationaleStage(teacher, cfg, out_path, usage, examples, progress, seed, budget).run(items)
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
