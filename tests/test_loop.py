@@ -261,6 +261,15 @@ def test_dry_run_plans_without_calling_anything(tmp_path):
                                                          "teacher.refine_samples=2",
                                                          f"loop.budget.teacher_tokens={per[0] + per[1] + 1}"])
     assert plan(tight)["budget"]["iterations_surely_within"] == 2
+    # a refine request with refine worked examples carries those, not the explain examples
+    from undo.plan import REFINE_EXAMPLE_TOKENS, REFINE_PROMPT_TOKENS
+
+    shown = plan(load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=16",
+                                                             "teacher.show_attempt=true",
+                                                             "teacher.refine_examples=2"]))
+    calls = shown["per_iteration"][1]["teacher_calls_max"]
+    assert shown["per_iteration"][1]["teacher_prompt_tokens_max"] == calls * (
+        REFINE_PROMPT_TOKENS + 2 * REFINE_EXAMPLE_TOKENS)
 
 
 def test_bad_config_is_one_clear_error(tmp_path):

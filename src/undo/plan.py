@@ -17,6 +17,9 @@ from undo.tasks import make_splits
 EXPLAIN_PROMPT_TOKENS = 200
 REFINE_PROMPT_TOKENS = 900
 EXAMPLE_TOKENS = 200  # one worked example (teacher.few_shot): its question and solution turns
+# one refine worked example (teacher.refine_examples): a refine prompt with a wrong attempt,
+# and the explanation that answers it
+REFINE_EXAMPLE_TOKENS = 400
 
 
 def _check_model(spec: str) -> str:
@@ -93,9 +96,13 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
     refine_calls = t.max_attempts + t.refine_samples - 1  # refinements are never rationalized
     iters = 1 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations + 1
     per_iter = []
+    # a refine request carries the refine worked examples when there are any, else the explain ones
+    refine_shots = (t.refine_examples * REFINE_EXAMPLE_TOKENS if t.refine_examples and t.show_attempt
+                    else t.few_shot * EXAMPLE_TOKENS)
     for k in range(iters):
         calls = n_train * (explain_calls if k == 0 else refine_calls)
-        prompt = (EXPLAIN_PROMPT_TOKENS if k == 0 else REFINE_PROMPT_TOKENS) + t.few_shot * EXAMPLE_TOKENS
+        prompt = (EXPLAIN_PROMPT_TOKENS + t.few_shot * EXAMPLE_TOKENS if k == 0
+                  else REFINE_PROMPT_TOKENS + refine_shots)
         per_iter.append({"iteration": k, "teacher_calls_max": calls,
                          "teacher_prompt_tokens_max": calls * prompt,
                          "teacher_completion_tokens_max": calls * t.max_tokens})
@@ -104,21 +111,7 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
              else math.ceil(n_train / batch) * math.ceil(max(cfg.train.epochs, cfg.train.refine_epochs or 0)))
     if cfg.train.match_steps_of:  # the matched baseline trains as long as that run did
         steps = matched_steps(Path(cfg.train.match_steps_of))
-    from undo.teacher.rationale import example_candidates, example_pass_config, few_shot_examples
-
-    shots = "none (zero-shot)"
-    if t.few_shot and few_shot_examples(splits["train"], t.few_shot):
-        shots = f"{t.few_shot} from the task's gold rationales"
-    elif t.few_shot:  # the teacher writes them: one or two zero-shot passes before iteration 0
-        n_cand = len(example_candidates(splits["train"], t.few_shot))
-        passes = 2 if t.style == "concise" else 1
-        shots = (f"{t.few_shot} written by the teacher: zero-shot over the first {n_cand} train questions"
-                 + (", then stepwise over those still unsolved" if passes == 2 else ""))
-        for stage in ("examples", "examples_stepwise")[:passes]:
-            calls = n_cand * t.max_attempts
-            per_iter[0]["teacher_calls_max"] += calls
-            per_iter[0]["teacher_prompt_tokens_max"] += calls * EXPLAIN_PROMPT_TOKENS
-            per_iter[0]["teacher_completion_tokens_max"] += calls * example_pass_config(t, stage).max_tokens
+    shots = _worked_examples(cfg, splits, per_iter[0])
     out: dict[str, Any] = {
         "run_dir": str(cfg.run_dir),
         "worked_examples": shots,
@@ -130,30 +123,58 @@ def plan(cfg: RunConfig) -> dict[str, Any]:
         "models": models,
         "engines": engines_used(cfg),
         "estimates": f"teacher prompt tokens are estimates ({EXPLAIN_PROMPT_TOKENS} per explain and "
-                     f"{REFINE_PROMPT_TOKENS} per refine prompt, {EXAMPLE_TOKENS} per worked example); "
-                     "calls and completion tokens are upper bounds (every attempt used, max_tokens each)",
+                     f"{REFINE_PROMPT_TOKENS} per refine prompt, {EXAMPLE_TOKENS} per worked example, "
+                     f"{REFINE_EXAMPLE_TOKENS} per refine worked example); calls and completion tokens "
+                     "are upper bounds (every attempt used, max_tokens each)",
     }
-    b = cfg.loop.budget
-    if b.limited:
-        fit, tokens, usd = 0, 0, 0.0
-        for i in per_iter:
-            tokens += i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"]
-            usd += (i["teacher_prompt_tokens_max"] * t.price.get("input", 0)
-                    + i["teacher_completion_tokens_max"] * t.price.get("output", 0)) / 1e6
-            over_tokens = b.teacher_tokens is not None and tokens > b.teacher_tokens
-            if over_tokens or (b.cost is not None and usd > b.cost):
-                break
-            fit += 1
-        out["budget"] = {"iterations_surely_within": fit, "iterations_max": iters,
-                         "note": "estimate from upper bounds (every attempt used, prompts at a typical "
-                                 "size); the loop sizes each teacher round to what is left and stops "
-                                 "when one question no longer fits"}
+    if cfg.loop.budget.limited:
+        out["budget"] = _budget_fit(cfg, per_iter)
     if t.price:
         p_in = sum(i["teacher_prompt_tokens_max"] for i in per_iter)
         p_out = sum(i["teacher_completion_tokens_max"] for i in per_iter)
         out["cost_usd_max"] = round((p_in * t.price.get("input", 0)
                                      + p_out * t.price.get("output", 0)) / 1e6, 2)
     return out
+
+
+def _worked_examples(cfg: RunConfig, splits: dict[str, list[Any]], first: dict[str, Any]) -> str:
+    """Where the worked examples come from; the teacher's passes that write them (when the
+    task has no gold rationales) are added to iteration 0's bounds (`first`)."""
+    from undo.teacher.rationale import example_candidates, example_pass_config, few_shot_examples
+
+    t = cfg.teacher
+    if not t.few_shot:
+        return "none (zero-shot)"
+    if few_shot_examples(splits["train"], t.few_shot):
+        return f"{t.few_shot} from the task's gold rationales"
+    # the teacher writes them: one or two zero-shot passes before iteration 0
+    n_cand = len(example_candidates(splits["train"], t.few_shot))
+    passes = 2 if t.style == "concise" else 1
+    for stage in ("examples", "examples_stepwise")[:passes]:
+        calls = n_cand * t.max_attempts
+        first["teacher_calls_max"] += calls
+        first["teacher_prompt_tokens_max"] += calls * EXPLAIN_PROMPT_TOKENS
+        first["teacher_completion_tokens_max"] += calls * example_pass_config(t, stage).max_tokens
+    return (f"{t.few_shot} written by the teacher: zero-shot over the first {n_cand} train questions"
+            + (", then stepwise over those still unsolved" if passes == 2 else ""))
+
+
+def _budget_fit(cfg: RunConfig, per_iter: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many iterations surely fit loop.budget, from the per-iteration upper bounds."""
+    b, price = cfg.loop.budget, cfg.teacher.price
+    fit, tokens, usd = 0, 0, 0.0
+    for i in per_iter:
+        tokens += i["teacher_prompt_tokens_max"] + i["teacher_completion_tokens_max"]
+        usd += (i["teacher_prompt_tokens_max"] * price.get("input", 0)
+                + i["teacher_completion_tokens_max"] * price.get("output", 0)) / 1e6
+        over_tokens = b.teacher_tokens is not None and tokens > b.teacher_tokens
+        if over_tokens or (b.cost is not None and usd > b.cost):
+            break
+        fit += 1
+    return {"iterations_surely_within": fit, "iterations_max": len(per_iter),
+            "note": "estimate from upper bounds (every attempt used, prompts at a typical "
+                    "size); the loop sizes each teacher round to what is left and stops "
+                    "when one question no longer fits"}
 
 
 def engines_used(cfg: RunConfig) -> dict[str, str]:

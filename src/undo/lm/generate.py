@@ -218,18 +218,7 @@ def _generate_batch(
             logits, mask, last_pos = logits[idx], mask[idx], last_pos[idx]
         for step in range(max_new_tokens):
             nxt = _sample(logits, [sampling[r] for r in rows], [generators[r] for r in rows])
-            is_stop = torch.isin(nxt, end_ids).tolist() if len(end_ids) else [False] * len(rows)
-            keep: list[int] = []
-            for slot, (row, tok, ended) in enumerate(zip(rows, nxt.tolist(), is_stop, strict=True)):
-                out_ids[row].append(tok)
-                if ended:
-                    finish[row] = "stop"
-                elif stop is not None and stop(
-                    tokenizer.decode(out_ids[row][-_TAIL_TOKENS:], skip_special_tokens=True)
-                ) is not None:
-                    finish[row] = "answer"
-                else:
-                    keep.append(slot)
+            keep = _record_step(nxt, end_ids, rows, out_ids, finish, stop, tokenizer)
             if not keep or step == max_new_tokens - 1:
                 break
             if len(keep) < len(rows):  # drop finished rows, cache included
@@ -254,6 +243,27 @@ def _generate_batch(
             text = cut(text, stop)
         results.append(Generation(text.strip(), len(p), len(out_ids[i]), finish[i]))
     return results
+
+
+def _record_step(nxt: Any, end_ids: Any, rows: list[int], out_ids: list[list[int]], finish: list[str],
+                 stop: StopRule | None, tokenizer: Any) -> list[int]:
+    """Each live row's new token appended; a row that ended (end token, or `stop` says its
+    reply is complete) gets its finish reason. Returns the batch slots that go on."""
+    import torch
+
+    is_end = torch.isin(nxt, end_ids).tolist() if len(end_ids) else [False] * len(rows)
+    keep: list[int] = []
+    for slot, (row, tok, ended) in enumerate(zip(rows, nxt.tolist(), is_end, strict=True)):
+        out_ids[row].append(tok)
+        if ended:
+            finish[row] = "stop"
+        elif stop is not None and stop(
+            tokenizer.decode(out_ids[row][-_TAIL_TOKENS:], skip_special_tokens=True)
+        ) is not None:
+            finish[row] = "answer"
+        else:
+            keep.append(slot)
+    return keep
 
 
 def _batches(conversations: list[list[dict]], prompts: list[list[int]], batch_size: int) -> list[list[int]]:
