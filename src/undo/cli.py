@@ -126,9 +126,9 @@ def run(
 
         print(json.dumps(plan(cfg), indent=2))
         return
-    from undo.loop import UndoRun
+    from undo.api import run as run_loop
 
-    summary = UndoRun(cfg).run()
+    summary = run_loop(cfg)
     _emit({k: summary[k] for k in ("best_iteration", "best_val_acc", "best_test_acc",
                                    "stop_reason", "total_steps")})
 
@@ -179,52 +179,10 @@ def teach(
     Example: undo teach gsm8k --out r.jsonl --limit 100 teacher.backend=openai
     teacher.openai.base_url=http://127.0.0.1:8000/v1 teacher.model=Qwen/Qwen2.5-72B-Instruct
     """
-    from undo.runstore import claim_output, write_json
-    from undo.tasks import split_part
-    from undo.teacher import build_teacher
-    from undo.teacher.base import Usage
-    from undo.teacher.rationale import (
-        TeachItem,
-        example_pass_config,
-        few_shot_examples,
-        generate_rationales,
-        summarize,
-        teacher_examples,
-    )
+    from undo.api import teach as teach_split
 
-    if split == "test":
-        raise UserError("the test split is never shown to the teacher")
     cfg = _config(config, overrides, **{"task.name": task})
-    records = split_part(cfg, split)[:limit]
-    # the teacher settings that change what is written (not where or how fast it asks)
-    teacher_keys = {k: v for k, v in cfg.teacher.model_dump(mode="json").items()
-                    if k not in cfg.teacher.RESUMABLE}
-    claim_output(out, {"command": "teach", "task": cfg.task.model_dump(mode="json"), "split": split,
-                       "seed": cfg.seed, "teacher": teacher_keys})
-    teacher = build_teacher(cfg.teacher)
-    teacher.health_check()
-    usage = Usage()
-    from undo import display
-
-    # worked examples come from train questions only: the task's gold rationales, else the
-    # teacher's own verified zero-shot ones (written beside --out)
-    train_records = records if split == "train" else split_part(cfg, "train")
-    examples = few_shot_examples(train_records, cfg.teacher.few_shot)
-    if cfg.teacher.few_shot and not examples:
-        def run_pass(stage: str, recs: list) -> list[dict]:
-            with display.stage(f"worked examples ({stage})", None) as advance:
-                return generate_rationales([TeachItem(r) for r in recs], teacher,
-                                           example_pass_config(cfg.teacher, stage),
-                                           out.with_suffix(f".{stage}.jsonl"), usage, examples=[],
-                                           progress=lambda n, _t: advance(n), seed=cfg.seed)
-
-        examples = teacher_examples(train_records, cfg.teacher.few_shot, cfg.teacher.style, run_pass)
-    with display.stage("teacher explains", None) as advance:
-        rows = generate_rationales([TeachItem(r) for r in records], teacher, cfg.teacher, out,
-                                   usage, examples=examples, progress=lambda n, _t: advance(n), seed=cfg.seed)
-    stats = {"summary": summarize(rows), "usage": usage.to_dict(),
-             "cost_usd": usage.cost(cfg.teacher.price)}
-    write_json(out.with_suffix(".usage.json"), stats)
+    stats = teach_split(cfg, out, split, limit)
     _emit(stats["summary"])
 
 
@@ -242,11 +200,11 @@ def train(
     Rows need `question` and `rationale` (rows with rationale null are skipped).
     Example: undo train --data r.jsonl --out students/s1 student.model=smollm2-135m-instruct train.epochs=2
     """
-    from undo.student.fit import train_from_file
+    from undo.api import train as train_student
 
     cfg = _config(config, overrides, **{"train.launcher": launcher,
                                          "train.num_processes": num_processes})
-    _emit(train_from_file(data, out, cfg))
+    _emit(train_student(cfg, data, out))
 
 
 @app.command(name="eval")
@@ -263,19 +221,10 @@ def eval_(
 
     Example: undo eval svamp --student runs/demo/iter_1/student task.source=../shared/data/svamp
     """
-    from undo import display
-    from undo.runstore import claim_output
-    from undo.student.evaluate import evaluate
-    from undo.tasks import split_part
+    from undo.api import evaluate
 
     cfg = _config(config, overrides, **{"task.name": task})
-    records = split_part(cfg, split)[:limit]
-    if out is not None:
-        claim_output(out, {"command": "eval", "student": student, "task": cfg.task.model_dump(mode="json"),
-                           "split": split, "max_new_tokens": cfg.student.max_new_tokens})
-    with display.stage(f"student answers {split}", len(records)) as advance:
-        res = evaluate(records, student, cfg.student, out_path=out, progress=advance)
-    _emit({"n": res.n, "correct": res.correct, "accuracy": res.accuracy})
+    _emit(evaluate(cfg, student, split, limit, out))
 
 
 @app.command()

@@ -341,39 +341,10 @@ class UndoRun:
                                              if r["rationale"]}, [])
             metrics.update(train_errors=None, refined_verified=None, refined_failed=None)
         else:
-            prev_dir = str(self.store.path(k - 1, "student"))
-            diag = self.attempts(k, "train", prev_dir)
-            check = cfg.teacher.check_steps
-            wrong = sum(not solved(a, check) for a in diag.values())
-            metrics["train_errors"] = wrong
-            if wrong == 0:
+            mixed = self._refine_and_mix(k, metrics)
+            if mixed is None:
                 return None
-            val_prev = list(read_jsonl(self.store.path(k - 1, "attempts_val.jsonl")))
-            profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
-                                      cfg.seed + k) if cfg.loop.val_errors_shown else None
-            history = self.teacher_history(k)
-            items = refine_items(train, diag, history, profile, cfg.teacher.history, check,
-                                 cfg.teacher.show_attempt)
-            if cfg.loop.refine == "repeat":
-                refined = {r["id"]: r for r in self.repeat(k, items)}
-            elif cfg.loop.budget.limited:
-                # what the budget cannot cover is skipped from the end: the questions wrong in
-                # the most diagnoses so far (the hardest) go first
-                wrong_before = {r.id: 0 for r in train}
-                for j in range(1, k + 1):  # the diagnoses of students 0..k-1
-                    for a in read_jsonl(self.store.path(j, "attempts_train.jsonl")):
-                        wrong_before[a["id"]] += not a["correct"]
-                items.sort(key=lambda it: -wrong_before[it.record.id])
-            if cfg.loop.refine == "teacher":
-                refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", self.refine_shots())}
-            metrics["budget_skipped"] = sum(r["reason"] == "budget" for r in refined.values())
-            metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
-            metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
-            metrics["tailoring"] = tailoring(items, refined)
-            latest = {i: h[-1]["rationale"] for i, h in history.items()}
-            prev_rows = list(read_jsonl(self.store.path(k - 1, "train_data.jsonl")))
-            data, counts = mix_training_set(cfg.loop.mix, k, train, diag, refined, latest,
-                                            prev_rows, check)
+            data, counts = mixed
         data_path = self.store.path(k, "train_data.jsonl")
         if not self.store.done(k, "mix"):
             write_jsonl(data_path, data)
@@ -397,6 +368,43 @@ class UndoRun:
         metrics["wall_s"] = round(time.time() - t0, 1)  # of this process; resumes restart it
         write_json(mpath, metrics)
         return metrics
+
+    def _refine_and_mix(self, k: int, metrics: dict[str, Any]) -> tuple[list[dict[str, Any]], Any] | None:
+        """Iteration k >= 1 up to its training set: diagnose the previous student on train,
+        have the failed questions refined (or repeated), and mix. None: nothing failed."""
+        cfg, train = self.cfg, self.splits["train"]
+        prev_dir = str(self.store.path(k - 1, "student"))
+        diag = self.attempts(k, "train", prev_dir)
+        check = cfg.teacher.check_steps
+        wrong = sum(not solved(a, check) for a in diag.values())
+        metrics["train_errors"] = wrong
+        if wrong == 0:
+            return None
+        val_prev = list(read_jsonl(self.store.path(k - 1, "attempts_val.jsonl")))
+        profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
+                                  cfg.seed + k) if cfg.loop.val_errors_shown else None
+        history = self.teacher_history(k)
+        items = refine_items(train, diag, history, profile, cfg.teacher.history, check,
+                             cfg.teacher.show_attempt)
+        if cfg.loop.refine == "repeat":
+            refined = {r["id"]: r for r in self.repeat(k, items)}
+        elif cfg.loop.budget.limited:
+            # what the budget cannot cover is skipped from the end: the questions wrong in
+            # the most diagnoses so far (the hardest) go first
+            wrong_before = {r.id: 0 for r in train}
+            for j in range(1, k + 1):  # the diagnoses of students 0..k-1
+                for a in read_jsonl(self.store.path(j, "attempts_train.jsonl")):
+                    wrong_before[a["id"]] += not a["correct"]
+            items.sort(key=lambda it: -wrong_before[it.record.id])
+        if cfg.loop.refine == "teacher":
+            refined = {r["id"]: r for r in self.teach(k, items, "teacher refines", self.refine_shots())}
+        metrics["budget_skipped"] = sum(r["reason"] == "budget" for r in refined.values())
+        metrics["refined_verified"] = sum(1 for r in refined.values() if r["rationale"])
+        metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
+        metrics["tailoring"] = tailoring(items, refined)
+        latest = {i: h[-1]["rationale"] for i, h in history.items()}
+        prev_rows = list(read_jsonl(self.store.path(k - 1, "train_data.jsonl")))
+        return mix_training_set(cfg.loop.mix, k, train, diag, refined, latest, prev_rows, check)
 
     def base_eval(self) -> dict[str, Any]:
         """The untrained student on val and test: the row every comparison starts from."""

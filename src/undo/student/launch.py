@@ -103,6 +103,22 @@ def die_with_parent(parent: int | None = None, set_it: Callable[[], object] | No
         os._exit(1)
 
 
+def _launch_env(launcher: str, accelerate_config: str | None) -> dict[str, str]:
+    """The training processes' environment: ours, unbuffered, and on a machine without CUDA
+    what makes accelerate start real CPU processes."""
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    import torch
+
+    if not torch.cuda.is_available():
+        env["ACCELERATE_USE_CPU"] = "true"  # else accelerate's processes each run alone
+        kind = _distributed_type(accelerate_config) if launcher == "accelerate" else None
+        if kind in ("FSDP", "DEEPSPEED"):  # accelerate shards only on accelerators
+            print(f"undo: no CUDA here: accelerate runs the {kind} config {accelerate_config} as "
+                  "plain data parallel on CPU processes (same result, no sharding)", file=sys.stderr)
+    return env
+
+
 def launch_training(
     data_file: Path,
     out_dir: Path,
@@ -123,16 +139,7 @@ def launch_training(
         data_file, out_dir, cfg_yaml_path, launcher, num_processes,
         accelerate_config, init_from, overrides, progress,
     )
-    env = dict(os.environ)
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    import torch
-
-    if not torch.cuda.is_available():
-        env["ACCELERATE_USE_CPU"] = "true"  # else accelerate's processes each run alone
-        kind = _distributed_type(accelerate_config) if launcher == "accelerate" else None
-        if kind in ("FSDP", "DEEPSPEED"):  # accelerate shards only on accelerators
-            print(f"undo: no CUDA here: accelerate runs the {kind} config {accelerate_config} as "
-                  "plain data parallel on CPU processes (same result, no sharding)", file=sys.stderr)
+    env = _launch_env(launcher, accelerate_config)
     # stdout (the progress bar) passes straight through; stderr is echoed and its
     # tail kept for the error message
     tail: collections.deque[str] = collections.deque(maxlen=40)

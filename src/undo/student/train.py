@@ -352,10 +352,6 @@ def train_student(
     may be a previous LoRA student folder: its adapter is trained further. Under
     torchrun/accelerate every process calls this; only the main one writes.
     """
-    import datasets
-    from transformers import PrinterCallback, ProgressCallback
-    from trl import SFTTrainer
-
     from undo.lm.models import pick_device
 
     t0 = time.perf_counter()
@@ -369,47 +365,19 @@ def train_student(
     init_spec = init_from or student.model
     with quiet_deprecations():
         init = _load_init(init_spec, student, device)
-    kept, dropped, _ = _prepare(examples, init.tokenizer, train.max_seq_len)
-    if dropped:
-        log.warning(
-            "%d of %d training examples exceed max_seq_len=%d tokens and are dropped: %s",
-            len(dropped), len(examples), train.max_seq_len, ", ".join(dropped[:20]),
-        )
-    if not kept:
-        raise UserError(
-            f"no training example fits in train.max_seq_len={train.max_seq_len} tokens "
-            f"({len(examples)} given)"
-        )
+    kept, dropped = _fitting(examples, init.tokenizer, train.max_seq_len)
 
     tmp = out_dir.parent / f".{out_dir.name}.tmp"
     rank0 = int(os.environ.get("RANK", "0")) == 0
     fingerprint = _fingerprint(kept, student, train, seed, init_spec)
     resume_from = _resume_point(tmp, fingerprint)  # every rank reads before rank 0 changes tmp
 
-    bars_were_on = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()  # tokenizing a few hundred rows needs no bar
-    try:
-        args = _sft_config(train, seed, tmp, device)
-        with quiet_deprecations():
-            trainer_class = _plain_loss_trainer() if device == "cpu" else SFTTrainer
-            trainer = trainer_class(
-                model=init.model,
-                args=args,
-                train_dataset=datasets.Dataset.from_list(kept),
-                processing_class=init.tokenizer,
-                peft_config=init.peft_config,
-            )
-    finally:
-        if bars_were_on:
-            datasets.enable_progress_bars()
+    trainer = _trainer(init, kept, _sft_config(train, seed, tmp, device), device)
     trainer.accelerator.wait_for_everyone()
     if rank0:
         _prepare_tmp(tmp, fingerprint, resume_from)
     trainer.accelerator.wait_for_everyone()
-    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off
-    trainer.remove_callback(ProgressCallback)
-    if progress:
-        trainer.add_callback(_progress_callback())
+    _own_progress(trainer, progress)
 
     if resume_from is not None:
         log.info("training resumes from %s of a killed run", resume_from.name)
@@ -418,25 +386,7 @@ def train_student(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     train_s = time.perf_counter() - t1
 
-    history = trainer.state.log_history
-    logged = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
-    num_tokens = int(max((h.get("num_tokens", 0) for h in history), default=0))
-    kind = trainer.accelerator.distributed_type
-    result = TrainResult(
-        steps=trainer.state.global_step,
-        final_loss=logged[-1][1] if logged else None,
-        first_loss=logged[0][1] if logged else None,
-        losses=[v for _, v in logged],
-        loss_steps=[s for s, _ in logged],
-        tokens_per_s=num_tokens / train_s if train_s > 0 else 0.0,
-        wall_s=0.0,
-        train_s=train_s,
-        dropped=dropped,
-        n_examples=len(kept),
-        num_tokens=num_tokens,
-        num_processes=trainer.args.world_size,
-        distributed=str(getattr(kind, "value", kind)),
-    )
+    result = _result(trainer, train_s, dropped, len(kept))
     with quiet_deprecations():
         # every process takes part: under FSDP / DeepSpeed ZeRO-3 the trainer's own save path
         # gathers the sharded weights (rank 0 alone would write a partial or empty student);
@@ -446,6 +396,77 @@ def train_student(
         _finish(init, tmp, out_dir, student, train, seed, init_spec, result, t0)
     result.wall_s = time.perf_counter() - t0
     return result
+
+
+def _own_progress(trainer: Any, progress: bool) -> None:
+    """Our progress bar (step, loss, tokens/s) instead of the trainer's printer and tqdm bar."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)  # it prints raw log dicts when tqdm is off
+    trainer.remove_callback(ProgressCallback)
+    if progress:
+        trainer.add_callback(_progress_callback())
+
+
+def _fitting(examples: list[dict[str, Any]], tokenizer: Any, max_seq_len: int) -> tuple[list[dict], list[str]]:
+    """(the examples that fit max_seq_len, tokenized; the ids of those dropped, with a warning)."""
+    kept, dropped, _ = _prepare(examples, tokenizer, max_seq_len)
+    if dropped:
+        log.warning(
+            "%d of %d training examples exceed max_seq_len=%d tokens and are dropped: %s",
+            len(dropped), len(examples), max_seq_len, ", ".join(dropped[:20]),
+        )
+    if not kept:
+        raise UserError(
+            f"no training example fits in train.max_seq_len={max_seq_len} tokens "
+            f"({len(examples)} given)"
+        )
+    return kept, dropped
+
+
+def _trainer(init: Any, kept: list[dict[str, Any]], args: Any, device: str) -> Any:
+    """TRL's SFTTrainer (on CPU our plain-loss subclass of it) over the kept examples."""
+    import datasets
+    from trl import SFTTrainer
+
+    bars_were_on = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # tokenizing a few hundred rows needs no bar
+    try:
+        with quiet_deprecations():
+            trainer_class = _plain_loss_trainer() if device == "cpu" else SFTTrainer
+            return trainer_class(
+                model=init.model,
+                args=args,
+                train_dataset=datasets.Dataset.from_list(kept),
+                processing_class=init.tokenizer,
+                peft_config=init.peft_config,
+            )
+    finally:
+        if bars_were_on:
+            datasets.enable_progress_bars()
+
+
+def _result(trainer: Any, train_s: float, dropped: list[str], n_examples: int) -> TrainResult:
+    """What the trainer's log history says of the training (wall_s is set by the caller)."""
+    history = trainer.state.log_history
+    logged = [(h["step"], float(h["loss"])) for h in history if "loss" in h]
+    num_tokens = int(max((h.get("num_tokens", 0) for h in history), default=0))
+    kind = trainer.accelerator.distributed_type
+    return TrainResult(
+        steps=trainer.state.global_step,
+        final_loss=logged[-1][1] if logged else None,
+        first_loss=logged[0][1] if logged else None,
+        losses=[v for _, v in logged],
+        loss_steps=[s for s, _ in logged],
+        tokens_per_s=num_tokens / train_s if train_s > 0 else 0.0,
+        wall_s=0.0,
+        train_s=train_s,
+        dropped=dropped,
+        n_examples=n_examples,
+        num_tokens=num_tokens,
+        num_processes=trainer.args.world_size,
+        distributed=str(getattr(kind, "value", kind)),
+    )
 
 
 def _finish(
