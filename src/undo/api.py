@@ -120,7 +120,7 @@ def evaluate(cfg: RunConfig, student: str, split: str = "test", limit: int | Non
 
 def read_summary(run_dir: Path | str) -> dict[str, Any]:
     """A finished run's summary.json: best iteration, accuracies, stop reason, every iteration."""
-    path = Path(run_dir) / "summary.json"
+    path = RunStore(Path(run_dir)).summary_file
     if not path.exists():
         raise UserError(f"{path}: not found (is the run finished?)")
     return read_json(path)
@@ -129,7 +129,7 @@ def read_summary(run_dir: Path | str) -> dict[str, Any]:
 def read_attempts(run_dir: Path | str, iteration: int | str, split: str) -> list[dict[str, Any]]:
     """The attempts of iteration K's student (`"base"`: the untrained one) on a split; iteration
     K's train attempts are the diagnosis of student K-1."""
-    path = RunStore(Path(run_dir)).path(iteration, f"attempts_{split}.jsonl")
+    path = RunStore(Path(run_dir)).attempts_file(iteration, split)
     if not path.exists():
         raise UserError(f"{path}: not found")
     return list(read_jsonl(path))
@@ -137,7 +137,7 @@ def read_attempts(run_dir: Path | str, iteration: int | str, split: str) -> list
 
 def read_flow(run_dir: Path | str) -> dict[str, Any]:
     """Each question's path through the iterations (flow.json), and the counts per transition."""
-    path = Path(run_dir) / "flow.json"
+    path = RunStore(Path(run_dir)).flow_file
     if not path.exists():
         raise UserError(f"{path}: not found (is the run finished?)")
     return read_json(path)

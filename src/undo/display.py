@@ -110,7 +110,9 @@ def teacher_shown(run_dir: Path) -> str:
     """One sentence: what each refine request showed the teacher, from the run's config."""
     import yaml
 
-    path = run_dir / "config.yaml"
+    from undo.runstore import RunStore
+
+    path = RunStore(run_dir).saved_config
     if not path.exists():
         return ""
     cfg = yaml.safe_load(path.read_text()) or {}

@@ -158,31 +158,12 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
     if not data_file.exists():
         raise UserError(f"{data_file}: not found (iteration {k} has no training set)")
     out = Path(out)
-    gold = {str(r["id"]): r for r in read_jsonl(store.split_file("train"))}
-    # the teacher's verdict and attempt count for each question, from the iteration that wrote it
-    teacher_rows: dict[tuple[int, str], dict[str, Any]] = {}
-    for j in range(k + 1):
-        path = store.path(j, "rationales.jsonl")
-        if path.exists():
-            for row in read_jsonl(path):
-                teacher_rows[(j, str(row["id"]))] = row
-    rows = []
-    for row in read_jsonl(data_file):
-        qid = str(row["id"])
-        made_in = _origin(teacher_rows, qid, row, k)
-        t = teacher_rows.get((made_in, qid), {}) if made_in is not None else {}
-        rows.append({
-            "id": qid, "question": row["question"], "rationale": row["rationale"],
-            "answer": str(gold.get(qid, {}).get("answer", "")), "source": row["source"],
-            "iteration": k, "written_in_iteration": made_in if row["source"] != "student" else k,
-            "verdict": "student_correct" if row["source"] == "student" else t.get("verdict", "verified"),
-            "teacher": cfg.teacher.model if row["source"] != "student" else None,
-            "teacher_attempts": len(t.get("attempts") or []) if row["source"] != "student" else 0,
-        })
+    rows = _dataset_rows(store, k, cfg.teacher.model)
     if not rows:
         raise UserError(f"{data_file}: empty training set; nothing to export")
     ds = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
-    metrics = [read_json(p) for p in sorted(run_dir.glob("iter_*/metrics.json"))]
+    metrics = [read_json(store.path(j, "metrics.json")) for j in store.iterations()
+               if store.path(j, "metrics.json").exists()]
     info = {"run": str(run_dir.resolve()), "iteration": k, "rows": len(rows), "teacher": cfg.teacher.model,
             "student": cfg.student.model, "method": cfg.loop.method, "task": cfg.task.name,
             "dataset": cfg.task.dataset or cfg.task.source}
@@ -201,6 +182,32 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
         _push(out, push_to_hub)
         info["pushed_to"] = push_to_hub
     return {"out": str(out), **info}
+
+
+def _dataset_rows(store: RunStore, k: int, teacher: str) -> list[dict[str, Any]]:
+    """Iteration k's training rows with their answer, where each was written and its verdict."""
+    gold = {str(r["id"]): r for r in read_jsonl(store.split_file("train"))}
+    # the teacher's verdict and attempt count for each question, from the iteration that wrote it
+    teacher_rows: dict[tuple[int, str], dict[str, Any]] = {}
+    for j in range(k + 1):
+        path = store.path(j, "rationales.jsonl")
+        if path.exists():
+            for row in read_jsonl(path):
+                teacher_rows[(j, str(row["id"]))] = row
+    rows = []
+    for row in read_jsonl(store.path(k, "train_data.jsonl")):
+        qid = str(row["id"])
+        made_in = _origin(teacher_rows, qid, row, k)
+        t = teacher_rows.get((made_in, qid), {}) if made_in is not None else {}
+        rows.append({
+            "id": qid, "question": row["question"], "rationale": row["rationale"],
+            "answer": str(gold.get(qid, {}).get("answer", "")), "source": row["source"],
+            "iteration": k, "written_in_iteration": made_in if row["source"] != "student" else k,
+            "verdict": "student_correct" if row["source"] == "student" else t.get("verdict", "verified"),
+            "teacher": teacher if row["source"] != "student" else None,
+            "teacher_attempts": len(t.get("attempts") or []) if row["source"] != "student" else 0,
+        })
+    return rows
 
 
 def _origin(teacher_rows: dict[tuple[int, str], dict[str, Any]], qid: str, row: dict[str, Any],

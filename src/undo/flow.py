@@ -48,13 +48,13 @@ def learning_flow(run_dir: Path) -> dict[str, Any]:
         for qid in ids:
             questions[qid] = {"split": split, "correct": {}, "source": {}, "refined": {}}
     for split in ("train", "val"):
-        base = _rows(store.path("base", f"attempts_{split}.jsonl"))
+        base = _rows(store.attempts_file("base", split))
         for qid in splits[split]:
             if qid in base:
                 questions[qid]["correct"]["base"] = bool(base[qid]["correct"])
     for k in ks:
-        val = _rows(store.path(k, "attempts_val.jsonl"))
-        train = _rows(store.path(k + 1, "attempts_train.jsonl"))  # student k, diagnosed next
+        val = _rows(store.attempts_file(k, "val"))
+        train = _rows(store.attempts_file(k + 1, "train"))  # student k, diagnosed next
         refined = _rows(store.path(k, "rationales.jsonl")) if k > 0 else {}
         sources: dict[str, list[str]] = {}
         for row in read_jsonl(store.path(k, "train_data.jsonl")) if store.path(k, "train_data.jsonl").exists() \
@@ -134,7 +134,7 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
         verdict = "right" if row["correct"] else "WRONG"
         return f"{verdict}: {row['output'].strip()[-300:]}"
 
-    base_file = store.path("base", f"attempts_{split}.jsonl")
+    base_file = store.attempts_file("base", split)
     if base_file.exists():
         out += ["== base student ==", answer(base_file), ""]
     for k in flow["iterations"]:
@@ -142,7 +142,7 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
         if split == "train":
             rationales = _rows(store.path(k, "rationales.jsonl"))
             if k > 0 and qid in rationales:
-                error = _rows(store.path(k, "attempts_train.jsonl")).get(qid)
+                error = _rows(store.attempts_file(k, "train")).get(qid)
                 if error is not None:
                     out += ["student's error it answered:", error["output"].strip()[-300:]]
                 refined = rationales[qid].get("rationale")
@@ -152,9 +152,9 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
                 first = rationales[qid].get("rationale") or "(none verified)"
                 out += ["teacher's explanation:", first.strip()]
             out.append(f"trained on: {q['source'].get(k)}")
-            out.append("student after training: " + answer(store.path(k + 1, "attempts_train.jsonl")))
+            out.append("student after training: " + answer(store.attempts_file(k + 1, "train")))
         else:
-            out.append("student after training: " + answer(store.path(k, "attempts_val.jsonl")))
+            out.append("student after training: " + answer(store.attempts_file(k, "val")))
         out.append("")
     return out
 
@@ -179,8 +179,8 @@ def story_pick(run_dir: Path) -> tuple[str, int] | None:
     store = RunStore(Path(run_dir))
     best: tuple[tuple[bool, ...], str, int] | None = None
     for k in _iterations(store)[1:]:
-        refined, diag = _rows(store.path(k, "rationales.jsonl")), _rows(store.path(k, "attempts_train.jsonl"))
-        after = _rows(store.path(k + 1, "attempts_train.jsonl"))
+        refined, diag = _rows(store.path(k, "rationales.jsonl")), _rows(store.attempts_file(k, "train"))
+        after = _rows(store.attempts_file(k + 1, "train"))
         previous = {qid: r.get("rationale") for qid, r in _rows(store.path(k - 1, "rationales.jsonl")).items()}
         for qid, row in refined.items():
             if not row.get("rationale") or qid not in diag:
@@ -202,9 +202,9 @@ def fixed_story(run_dir: Path, attempt_shown: bool) -> list[str]:
         return []
     qid, k = pick
     record = next(r for r in read_jsonl(store.split_file("train")) if str(r["id"]) == qid)
-    before = _rows(store.path(k, "attempts_train.jsonl"))[qid]
+    before = _rows(store.attempts_file(k, "train"))[qid]
     refined = _rows(store.path(k, "rationales.jsonl"))[qid]
-    after = _rows(store.path(k + 1, "attempts_train.jsonl")).get(qid)
+    after = _rows(store.attempts_file(k + 1, "train")).get(qid)
     out = [f"One question's story (train, iteration {k}): {record['question'].strip()}  "
            f"(gold {record['answer']})",
            f"  student {k - 1} wrote:       {_one_line(before['output'])}"]

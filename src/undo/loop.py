@@ -68,8 +68,7 @@ class UndoRun:
         """Save the resolved config (or check it matches a run being resumed) and the splits."""
         import yaml
 
-        root = self.store.root
-        cfg_path = root / "config.yaml"
+        cfg_path = self.store.saved_config
         if cfg_path.exists():  # read-only, before the lock: a refused resume leaves no trace
             raw = yaml.safe_load(cfg_path.read_text())
             try:  # a key added to undo since the run started takes its default, as it did then
@@ -526,7 +525,7 @@ class UndoRun:
         if cfg.loop.method == "undo":
             summary["headline"] = headline(self.store.root, best_k)
         flow = flow_summary(self.store.root)  # per question: flow.json; the counts: here
-        write_json(self.store.root / "flow.json", flow)
+        write_json(self.store.flow_file, flow)
         summary["flow"] = flow["counts"]
         if self.trackers and fresh:  # the flow is complete only now: each iteration at its step
             from undo.tracking import flow_metrics
@@ -535,7 +534,7 @@ class UndoRun:
             for r in iters:
                 step += r.get("steps") or 0
                 self.trackers.log(flow_metrics(flow["counts"], r["iteration"]), step)
-        write_json(self.store.root / "summary.json", summary)
+        write_json(self.store.summary_file, summary)
         write_report(self.store.root)
         return summary
 

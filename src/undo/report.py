@@ -7,7 +7,7 @@ from typing import Any
 
 from undo.display import tailored, teacher_shown
 from undo.errors import UserError
-from undo.runstore import read_json, read_jsonl, write_atomic
+from undo.runstore import RunStore, read_json, read_jsonl, write_atomic
 from undo.stats import accuracy_ci, paired_bootstrap
 
 
@@ -61,7 +61,7 @@ def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
 
 
 def write_report(run_dir: Path) -> Path:
-    summary = read_json(run_dir / "summary.json")
+    summary = read_json(RunStore(run_dir).summary_file)
     rows = summary["iterations"]
     plot = _plot(rows, run_dir / "plots" / "accuracy.png")
     md = [
@@ -115,15 +115,16 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
     UNDO iteration is shown instead, marked as not chosen. The arms answer the same test
     questions, so differences are paired."""
     def attempts(k: int | str) -> dict[str, bool] | None:
-        path = run_dir / ("base" if k == "base" else f"iter_{k}") / "attempts_test.jsonl"
+        path = store.attempts_file(k, "test")
         return {a["id"]: bool(a["correct"]) for a in read_jsonl(path)} if path.exists() else None
 
+    store = RunStore(run_dir)
     oneshot = attempts(0)
     if oneshot is None or best is None:
         return {"rows": [], "sentence": ""}
     ids = sorted(oneshot)
-    later = sorted(k for p in run_dir.glob("iter_*/attempts_test.jsonl")
-                   if (k := int(p.parent.name.removeprefix("iter_"))) > 0)  # iterations after one-shot
+    # the iterations after one-shot that were scored
+    later = [k for k in store.iterations() if k > 0 and store.attempts_file(k, "test").exists()]
     undo_k = best if best != 0 else (later[-1] if later else None)
     arms: list[tuple[str, int | str]] = [("base student", "base"), ("one-shot (iteration 0)", 0)]
     if undo_k is not None:
@@ -177,12 +178,12 @@ def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[
     if (run / "metrics.json").exists() and (run / "attempts_test.jsonl").exists():
         label, path = run.name, run / "attempts_test.jsonl"  # a transfer / single-stage folder
     else:
-        if not (run / "summary.json").exists():
+        store = RunStore(run)
+        if not store.summary_file.exists():
             raise UserError(f"{run}: no summary.json (not a finished undo run)")
-        summary = read_json(run / "summary.json")
-        k = summary["best_iteration"] if iteration is None else iteration
+        k = read_json(store.summary_file)["best_iteration"] if iteration is None else iteration
         label = f"{run.name}@{k}"
-        path = run / (f"iter_{k}" if k != "base" else "base") / "attempts_test.jsonl"
+        path = store.attempts_file(k, "test")
     if not path.exists():
         raise UserError(f"{path}: not found")
     return label, {a["id"]: bool(a["correct"]) for a in read_jsonl(path)}

@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from undo.runstore import read_json, read_jsonl
+from undo.runstore import RunStore, read_json, read_jsonl
 
 SECTIONS = ["accuracy", "loss", "verdicts", "sources", "teacher", "flow"]
 
@@ -49,18 +49,18 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
 
     rows = summary["iterations"]
     iters = [r for r in rows if isinstance(r["iteration"], int)]
+    store = RunStore(run_dir)
     acc = []
     for r in rows:
-        folder = run_dir / ("base" if r["iteration"] == "base" else f"iter_{r['iteration']}")
         entry: dict[str, Any] = {"iteration": r["iteration"]}
         for split in ("val", "test"):
-            path = folder / f"attempts_{split}.jsonl"
+            path = store.attempts_file(r["iteration"], split)
             got = [bool(a["correct"]) for a in read_jsonl(path)] if path.exists() else []
             entry[split] = accuracy_ci(got, n_boot=2000) if got else None
         acc.append(entry)
     losses, offset = [], 0
     for r in iters:
-        tr_file = run_dir / f"iter_{r['iteration']}" / "student" / "train_result.json"
+        tr_file = store.path(r["iteration"], "student") / "train_result.json"
         tr = read_json(tr_file) if tr_file.exists() else {"losses": [], "loss_steps": []}
         losses.append({"iteration": r["iteration"], "steps": [offset + s for s in tr["loss_steps"]],
                        "losses": tr["losses"]})
@@ -68,14 +68,14 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     verdicts, usage = [], []
     for r in iters:
         k = r["iteration"]
-        path = run_dir / f"iter_{k}" / "rationales.jsonl"
+        path = store.path(k, "rationales.jsonl")
         verdicts.append({"iteration": k, "counts": dict(Counter(_verdict(x) for x in read_jsonl(path)))
                          if path.exists() else {}})
-        u_file = run_dir / f"iter_{k}" / "teacher_usage.json"
+        u_file = store.path(k, "teacher_usage.json")
         u = read_json(u_file) if u_file.exists() else {}
         tokens = u.get("usage", {}).get("prompt_tokens", 0) + u.get("usage", {}).get("completion_tokens", 0)
         usage.append({"iteration": k, "tokens": tokens, "cost": u.get("cost_usd")})
-    flow_file = run_dir / "flow.json"
+    flow_file = store.flow_file
     flow = read_json(flow_file) if flow_file.exists() else {"counts": {}, "grid": {}}
     from undo.display import tailored, teacher_shown
 
@@ -162,14 +162,15 @@ def _question_details(run_dir: Path, iters: list[dict[str, Any]], grid: dict[str
                 if str(row["id"]) in out:
                     out[str(row["id"])].append((label, text_of(row)))
 
+    store = RunStore(run_dir)
     for r in iters:
         k = r["iteration"]
-        folder = run_dir / f"iter_{k}"
-        add(folder / "attempts_train.jsonl", f"iteration {k}: the student before it (diagnosis)",
+        add(store.attempts_file(k, "train"), f"iteration {k}: the student before it (diagnosis)",
             lambda a: ("right" if a["correct"] else "wrong") + ": " + a["output"])
-        add(folder / "rationales.jsonl", f"iteration {k}: the teacher ({'explains' if k == 0 else 'refines'})",
+        what = "explains" if k == 0 else "refines"
+        add(store.path(k, "rationales.jsonl"), f"iteration {k}: the teacher ({what})",
             lambda x: x.get("rationale") or f"(none verified: {x.get('reason')})")
-        add(folder / "attempts_val.jsonl", f"iteration {k}: the student after training (val)",
+        add(store.attempts_file(k, "val"), f"iteration {k}: the student after training (val)",
             lambda a: ("right" if a["correct"] else "wrong") + ": " + a["output"])
     return out
 

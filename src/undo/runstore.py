@@ -195,19 +195,37 @@ class RunStore:
     def path(self, k: int | str, name: str) -> Path:
         return self.iter_dir(k) / name
 
+    def attempts_file(self, k: int | str, split: str) -> Path:
+        """Iteration k's student answers on a split (`"base"`: the untrained student); iteration
+        k's train answers are the diagnosis of student k-1."""
+        return self.path(k, f"attempts_{split}.jsonl")
+
+    @property
+    def summary_file(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def flow_file(self) -> Path:
+        return self.root / "flow.json"
+
+    @property
+    def saved_config(self) -> Path:
+        """config.yaml, whether or not it exists yet (`config_file` requires it)."""
+        return self.root / "config.yaml"
+
     def split_file(self, split: str) -> Path:
         return self.root / "splits" / f"{split}.jsonl"
 
     def config_file(self) -> Path:
         """The run's saved config.yaml; a folder without one is not a run (one line)."""
-        path = self.root / "config.yaml"
+        path = self.saved_config
         if not path.exists():
             raise UserError(f"{self.root}: not an undo run folder (no config.yaml)")
         return path
 
     def best_iteration(self, hint: str = "pass --iteration K") -> int:
         """The finished run's best iteration by val (summary.json); `hint` says what to do without one."""
-        path = self.root / "summary.json"
+        path = self.summary_file
         if not path.exists():
             raise UserError(f"{self.root}: unfinished run; {hint}")
         return int(read_json(path)["best_iteration"])

@@ -93,7 +93,7 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
     matrix = {"run": str(run_dir), "iterations": ks, "students": students, "overrides": sorted(overrides),
               "cells": rows}
     write_json(run_dir / "transfer_matrix.json", matrix)
-    if (run_dir / "summary.json").exists():
+    if RunStore(run_dir).summary_file.exists():
         from undo.report import write_report
 
         write_report(run_dir)  # the report shows the matrix
