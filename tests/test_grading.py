@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from undo.config import load_config
 from undo.errors import UserError
 from undo.grading import (
     ANSWER_TYPES,
@@ -383,9 +382,11 @@ def test_registry_has_the_builtin_types() -> None:
 
 
 def test_config_rejects_unknown_answer_type() -> None:
-    assert load_config(overrides=["task.answer_type=yesno"]).task.answer_type == "yesno"
+    from undo.registries import load
+
+    assert load(overrides=["task.answer_type=yesno"]).task.answer_type == "yesno"
     with pytest.raises(UserError, match="task.answer_type") as e:
-        load_config(overrides=["task.answer_type=bogus"])
+        load(overrides=["task.answer_type=bogus"])
     assert "choice, math, number, yesno" in str(e.value) and "bogus" in str(e.value)
 
 

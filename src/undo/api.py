@@ -20,6 +20,7 @@ from typing import Any
 from undo.config import RunConfig
 from undo.errors import UserError
 from undo.registries import load
+from undo.rows import StudentAttempt, Summary
 from undo.runstore import RunStore, read_json, read_jsonl
 
 __all__ = ["load", "run", "teach", "train", "evaluate", "read_summary", "read_attempts", "read_flow"]
@@ -118,7 +119,7 @@ def evaluate(cfg: RunConfig, student: str, split: str = "test", limit: int | Non
     return {"n": res.n, "correct": res.correct, "accuracy": res.accuracy}
 
 
-def read_summary(run_dir: Path | str) -> dict[str, Any]:
+def read_summary(run_dir: Path | str) -> Summary:
     """A finished run's summary.json: best iteration, accuracies, stop reason, every iteration."""
     path = RunStore(Path(run_dir)).summary_file
     if not path.exists():
@@ -126,7 +127,7 @@ def read_summary(run_dir: Path | str) -> dict[str, Any]:
     return read_json(path)
 
 
-def read_attempts(run_dir: Path | str, iteration: int | str, split: str) -> list[dict[str, Any]]:
+def read_attempts(run_dir: Path | str, iteration: int | str, split: str) -> list[StudentAttempt]:
     """The attempts of iteration K's student (`"base"`: the untrained one) on a split; iteration
     K's train attempts are the diagnosis of student K-1."""
     path = RunStore(Path(run_dir)).attempts_file(iteration, split)

@@ -22,6 +22,7 @@ from undo.feedback import refine_items, solved, student_profile, tailoring
 from undo.mixing import mix_training_set
 from undo.plan import matched_steps, preflight
 from undo.registries import check_registered
+from undo.rows import IterationMetrics, Summary
 from undo.runstore import RunStore, append_jsonl, read_json, read_jsonl, write_atomic, write_json, write_jsonl
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
@@ -330,7 +331,7 @@ class UndoRun:
             return read_json(mpath)
         t0 = time.time()
         cfg, train = self.cfg, self.splits["train"]
-        metrics: dict[str, Any] = {"iteration": k}
+        metrics: IterationMetrics = {"iteration": k}
         # worked examples show the solution format in every teacher prompt, refinements included
         shots = self.worked_examples()
         if k == 0:
@@ -502,7 +503,7 @@ class UndoRun:
             # the last student on train, stored as the next iteration's diagnosis would be
             # (a resumed run with more iterations reuses it): the flow's last transition
             self.attempts(last_k + 1, "train", str(self.store.path(last_k, "student")))
-        summary = {
+        summary: Summary = {
             "name": cfg.name,
             "method": cfg.loop.method,
             "best_iteration": best_k,

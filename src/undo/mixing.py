@@ -17,10 +17,11 @@ from collections import Counter
 from typing import Any
 
 from undo.feedback import solved as is_solved
+from undo.rows import TrainRow
 from undo.tasks.base import Record
 
 
-def _row(r: Record, rationale: str, source: str, iteration: int) -> dict[str, Any]:
+def _row(r: Record, rationale: str, source: str, iteration: int) -> TrainRow:
     return {"id": r.id, "question": r.question, "rationale": rationale, "source": source,
             "iteration": iteration}
 

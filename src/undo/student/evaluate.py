@@ -17,6 +17,7 @@ from undo.errors import UserError
 from undo.grading import answer_line_end
 from undo.lm import engines
 from undo.lm.engines import ENGINES, EngineSpec
+from undo.rows import StudentAttempt
 from undo.runstore import JsonlAppender, read_jsonl
 from undo.steps import first_false_step
 from undo.tasks.base import Record, student_messages
@@ -33,12 +34,12 @@ class EvalResult:
         return {"n": self.n, "correct": self.correct, "accuracy": self.accuracy}
 
 
-def read_attempts(path: Path) -> dict[str, dict[str, Any]]:
+def read_attempts(path: Path) -> dict[str, StudentAttempt]:
     """Rows already written, by id (a torn last row is not one: it is redone)."""
     return {str(row["id"]): row for row in read_jsonl(Path(path))}
 
 
-def _attempt(record: Record, output: str, completion_tokens: int) -> dict[str, Any]:
+def _attempt(record: Record, output: str, completion_tokens: int) -> StudentAttempt:
     verdict = record.grade(output)
     return {
         "id": record.id,

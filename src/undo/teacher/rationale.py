@@ -20,6 +20,7 @@ from typing import Any
 
 from undo.config import TeacherConfig
 from undo.grading import answer_line, answer_type
+from undo.rows import RationaleRow
 from undo.runstore import append_jsonl, read_jsonl
 from undo.steps import calculations, first_false_step
 from undo.tasks.base import Record
@@ -220,7 +221,7 @@ class RationaleStage:
         self.teacher, self.cfg, self.out_path, self.usage = teacher, cfg, out_path, usage
         self.examples = examples or []
         self.progress, self.seed, self.budget = progress, seed, budget
-        self.done: dict[str, dict[str, Any]] = {row["id"]: row for row in read_jsonl(out_path)}
+        self.done: dict[str, RationaleRow] = {row["id"]: row for row in read_jsonl(out_path)}
         self.verified: dict[str, list[str]] = {}  # id -> distinct verified texts so far
 
     def wanted(self, mode: str) -> int:
@@ -234,7 +235,7 @@ class RationaleStage:
         # the first k distinct, in attempt order (a round may have drawn more)
         texts = self.verified.get(item.record.id) or ([rationale] if rationale else [])
         texts = texts[:self.wanted(item.mode)]
-        row = {
+        row: RationaleRow = {
             "id": item.record.id,
             "question": item.record.question,
             "answer": item.record.answer,
@@ -344,7 +345,7 @@ class RationaleStage:
             reasons = Counter(a["reason"] for a in it.attempts)
             self.finish(it, None, FAILED, reasons.most_common(1)[0][0] if reasons else "no_attempt")
 
-    def run(self, items: list[TeachItem]) -> list[dict[str, Any]]:
+    def run(self, items: list[TeachItem]) -> list[RationaleRow]:
         """A row per item (those already in out_path are not asked again), in the order given."""
         pending = [it for it in items if it.record.id not in self.done]
         for mode in ("explain", "refine"):
@@ -362,7 +363,7 @@ def generate_rationales(
     progress: Callable[[int, int], None] | None = None,
     seed: int = 0,
     budget: TeacherBudget | None = None,
-) -> list[dict[str, Any]]:
+) -> list[RationaleRow]:
     """Write one row per question to out_path (append, resumable); return all rows.
 
     Rows: id, question, answer, rationale (None if failed), rationales (every distinct
