@@ -17,7 +17,7 @@ def splits_of(cfg):
     """make_splits on what a whole run config says (it takes only the task, sizes, seed)."""
     return make_splits(cfg.task, cfg.splits, cfg.seed)
 
-DATA = Path(__file__).resolve().parent / "fixtures" / "data"  # slices of the release files
+DATA = Path(__file__).resolve().parent.parent / "fixtures" / "data"  # slices of the release files
 
 
 def cfg_for(task: str, *extra: str):

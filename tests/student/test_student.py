@@ -23,7 +23,7 @@ from undo.lm.generate import Generation, _batches, cut, generate_chat
 from undo.student.evaluate import evaluate, read_attempts
 from undo.tasks.base import Record
 
-SVAMP = Path(__file__).parent / "fixtures" / "data" / "svamp" / "SVAMP.json"  # SVAMP slice
+SVAMP = Path(__file__).parent.parent / "fixtures" / "data" / "svamp" / "SVAMP.json"  # SVAMP slice
 COPY_PROMPT = "Copy this text exactly: 'The answer is 42. I hope this helps you a lot.'"
 
 

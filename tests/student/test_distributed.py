@@ -17,7 +17,7 @@ from tiny_model import build_tiny_llama
 
 from undo.config import load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
