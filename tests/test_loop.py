@@ -43,16 +43,23 @@ def cache_rows(cache_dir: Path) -> int:
         return int(c.stats()["entries"])
 
 
-@pytest.mark.slow
-def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypatch):
-    cache = tmp_path / "cache"
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """One tiny run for the focused tests below: the real CLI killed (-9) twice, once after
+    iteration 0's teaching and once while its student trains, then resumed in process."""
+    from types import SimpleNamespace
+
+    from undo.lm import engines
+    from undo.student import fit as fit_module
+
+    tmp = tmp_path_factory.mktemp("loop")
+    cache = tmp / "cache"
     env = {**os.environ, "UNDO_CACHE_DIR": str(cache), "HF_HUB_OFFLINE": "1"}
-    cfg = tiny_config(tmp_path / "runs", "tiny")
+    cfg = tiny_config(tmp / "runs", "tiny")
     run_dir = cfg.run_dir
-    cfg_file = tmp_path / "run.yaml"
+    cfg_file = tmp / "run.yaml"
     cfg_file.write_text(config_to_yaml(cfg))
 
-    # 1) the real CLI in a subprocess, killed (-9) once iteration 0's teaching is done
     cmd = [sys.executable, "-m", "undo.cli", "run", str(cfg_file)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 1200
@@ -62,13 +69,11 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (run_dir / "summary.json").exists()
-    usage_0 = read_json(run_dir / "iter_0/teacher_usage.json")
-    rationales_0 = (run_dir / "iter_0/rationales.jsonl").read_text()
-    entries_at_kill = cache_rows(cache)
-    assert entries_at_kill == usage_0["usage"]["requests"] > 0
+    killed = SimpleNamespace(summary=(run_dir / "summary.json").exists(),
+                             usage_0=read_json(run_dir / "iter_0/teacher_usage.json"),
+                             rationales_0=(run_dir / "iter_0/rationales.jsonl").read_text(),
+                             entries=cache_rows(cache))
 
-    # 1b) started again and killed a second time, while iteration 0's student trains
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while not (run_dir / "iter_0/.student.tmp").exists():
         assert proc.poll() is None, "run ended before it could be interrupted in training"
@@ -76,13 +81,9 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (run_dir / "iter_0/.done/train").exists() and not (run_dir / "iter_0/student").exists()
-    assert cache_rows(cache) == entries_at_kill  # the resumed teach stage called nothing again
-
-    # 2) the same command again: it resumes, and no finished teacher call is made again
-    monkeypatch.setenv("UNDO_CACHE_DIR", str(cache))
-    from undo.lm import engines
-    from undo.student import fit as fit_module
+    killed.in_training = SimpleNamespace(trained=(run_dir / "iter_0/.done/train").exists()
+                                         or (run_dir / "iter_0/student").exists(),
+                                         entries=cache_rows(cache))
 
     held_at_training: list[list[str]] = []
     real_train = fit_module.train_student
@@ -91,22 +92,45 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
         held_at_training.append(engines.POOL.roles())
         return real_train(*args, **kw)
 
-    monkeypatch.setattr(fit_module, "train_student", spy)
-    first_event = len(engines.POOL.events)
-    summary = UndoRun(load_config(cfg_file)).run()
-    # engines: every split and stage of one student shares one engine (iteration 1's diagnosis
-    # reuses the engine that scored iteration 0), and none is held while the student trains
-    events = engines.POOL.events[first_event:]
-    assert [Path(m).parent.name for kind, role, m in events if (kind, role) == ("build", "student")] == [
-        "iter_0", "iter_1"]
-    assert held_at_training == [[], []]
-    assert read_json(run_dir / "iter_0/teacher_usage.json") == usage_0  # stage not redone
-    assert (run_dir / "iter_0/rationales.jsonl").read_text() == rationales_0
-    later = [read_json(p)["usage"] for p in run_dir.glob("iter_[1-9]*/teacher_usage.json")]
-    assert all(u["cached"] == 0 for u in later)
-    assert cache_rows(cache) == entries_at_kill + sum(u["requests"] for u in later)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("UNDO_CACHE_DIR", str(cache))
+        mp.setattr(fit_module, "train_student", spy)
+        first_event = len(engines.POOL.events)
+        summary = UndoRun(load_config(cfg_file)).run()
+        events = engines.POOL.events[first_event:]
+        yield SimpleNamespace(tmp=tmp, cache=cache, run_dir=run_dir, cfg_file=cfg_file, killed=killed,
+                              summary=summary, events=events, held_at_training=held_at_training)
 
-    # 3) the run folder holds every stage's output
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.open()]
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_without_asking_the_teacher_again(tiny_run):
+    r, killed = tiny_run, tiny_run.killed
+    assert not killed.summary
+    assert killed.entries == killed.usage_0["usage"]["requests"] > 0  # every answer cached as it came
+    assert not killed.in_training.trained  # killed in training: no student, no marker
+    assert killed.in_training.entries == killed.entries  # the resumed teach stage called nothing again
+    assert read_json(r.run_dir / "iter_0/teacher_usage.json") == killed.usage_0  # stage not redone
+    assert (r.run_dir / "iter_0/rationales.jsonl").read_text() == killed.rationales_0
+    later = [read_json(p)["usage"] for p in r.run_dir.glob("iter_[1-9]*/teacher_usage.json")]
+    assert all(u["cached"] == 0 for u in later)
+    assert cache_rows(r.cache) == killed.entries + sum(u["requests"] for u in later)
+
+
+@pytest.mark.slow
+def test_one_engine_per_student_and_none_held_while_training(tiny_run):
+    # iteration 1's diagnosis reuses the engine that scored iteration 0
+    built = [Path(m).parent.name for kind, role, m in tiny_run.events if (kind, role) == ("build", "student")]
+    assert built == ["iter_0", "iter_1"]
+    assert tiny_run.held_at_training == [[], []]
+
+
+@pytest.mark.slow
+def test_the_run_folder_holds_every_stage(tiny_run):
+    run_dir = tiny_run.run_dir
     for rel in ["config.yaml", "summary.json", "report.md", "report.html",
                 "splits/train.jsonl", "splits/val.jsonl", "splits/test.jsonl",
                 "base/attempts_val.jsonl", "base/attempts_test.jsonl",
@@ -115,43 +139,41 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
                 "iter_0/attempts_val.jsonl", "iter_0/attempts_test.jsonl",
                 "iter_1/attempts_train.jsonl", "iter_1/metrics.json"]:
         assert (run_dir / rel).exists(), rel
-    assert [r["iteration"] for r in summary["iterations"]] == ["base", 0, 1]
-    assert {json.loads(line)["id"] for line in (run_dir / "iter_0/attempts_test.jsonl").open()} == {
-        json.loads(line)["id"] for line in (run_dir / "splits/test.jsonl").open()}
-    # the in-process teacher ran for real: its verified rationales grade correct
-    train = {r.id: r for r in (Record.from_dict(json.loads(line))
-                               for line in (run_dir / "splits/train.jsonl").open())}
-    rows = [json.loads(line) for line in (run_dir / "iter_0/rationales.jsonl").open()]
-    kept = [r for r in rows if r["rationale"]]
-    assert kept and all(train[r["id"]].grade(r["rationale"]).correct for r in kept)
+    assert [r["iteration"] for r in tiny_run.summary["iterations"]] == ["base", 0, 1]
+    assert {a["id"] for a in _lines(run_dir / "iter_0/attempts_test.jsonl")} == {
+        r["id"] for r in _lines(run_dir / "splits/test.jsonl")}
+
+
+@pytest.mark.slow
+def test_verified_rationales_grade_correct_and_tailoring_is_counted(tiny_run):
+    run_dir = tiny_run.run_dir
+    train = {r.id: r for r in (Record.from_dict(x) for x in _lines(run_dir / "splits/train.jsonl"))}
+    kept = [r for r in _lines(run_dir / "iter_0/rationales.jsonl") if r["rationale"]]
+    assert kept and all(train[r["id"]].grade(r["rationale"]).correct for r in kept)  # a real teacher
     m1 = read_json(run_dir / "iter_1/metrics.json")
-    assert m1["train_errors"] == sum(
-        not json.loads(line)["correct"] for line in (run_dir / "iter_1/attempts_train.jsonl").open())
-    if m1["train_errors"]:
-        modes = {json.loads(line)["mode"] for line in (run_dir / "iter_1/rationales.jsonl").open()}
-        assert modes == {"refine"}
-    # tailoring: every verified refined text is new or the previous rationale again; the demo's
-    # teacher is not shown the attempt, and the report says so
+    assert m1["train_errors"] == sum(not a["correct"] for a in _lines(run_dir / "iter_1/attempts_train.jsonl"))
+    refined_rows = _lines(run_dir / "iter_1/rationales.jsonl")
+    assert {r["mode"] for r in refined_rows} <= {"refine"}
+    # every verified refined text is new or the previous rationale again; the demo's teacher is
+    # not shown the attempt, and the report says so
     t = m1["tailoring"]
-    refined_rows = [json.loads(line) for line in (run_dir / "iter_1/rationales.jsonl").open()]
     assert t["questions"] == len(refined_rows) == m1["train_errors"]
     assert t["texts"] == t["texts_new"] + t["texts_same"] == sum(len(r["rationales"]) for r in refined_rows)
     assert t["attempt_shown"] == t["false_step_named"] == 0
-    assert summary["iterations"][2]["tailoring"] == t
+    assert tiny_run.summary["iterations"][2]["tailoring"] == t
     report_md = (run_dir / "report.md").read_text()
     assert "not the student's attempt (teacher.show_attempt=false)" in report_md
     assert f"{t['texts_new']}/{t['texts_same']}" in report_md
 
-    # 3b) the learning flow: every train question placed in one category for iteration 1,
-    # from the attempt files (the last student answered train after the loop stopped)
+
+@pytest.mark.slow
+def test_the_learning_flow_places_every_train_question(tiny_run):
     from undo.flow import question_story
 
-    def verdicts(path: Path) -> dict[str, bool]:
-        return {json.loads(line)["id"]: json.loads(line)["correct"] for line in path.open()}
-
-    before = verdicts(run_dir / "iter_1/attempts_train.jsonl")
-    after = verdicts(run_dir / "iter_2/attempts_train.jsonl")
-    counts = summary["flow"]["train"][0]
+    run_dir = tiny_run.run_dir
+    before = {a["id"]: a["correct"] for a in _lines(run_dir / "iter_1/attempts_train.jsonl")}
+    after = {a["id"]: a["correct"] for a in _lines(run_dir / "iter_2/attempts_train.jsonl")}
+    counts = tiny_run.summary["flow"]["train"][0]
     assert counts["fixed"] == sum(not before[i] and after[i] for i in before)
     assert counts["broken"] == sum(before[i] and not after[i] for i in before)
     assert counts["stuck"] + counts["never_refined"] == sum(not before[i] and not after[i] for i in before)
@@ -159,9 +181,15 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     grid = read_json(run_dir / "flow.json")["grid"]
     assert {i: g["correct"]["0"] for i, g in grid.items() if g["split"] == "train"} == before
     assert "## Learning flow" in (run_dir / "report.md").read_text()
-    # report.html in headless Chromium: every section there, every figure decoded, no page error
+    story = "\n".join(question_story(run_dir, next(iter(before))))
+    assert "== iteration 1 ==" in story and "trained on:" in story and "student after training:" in story
+
+
+@pytest.mark.slow
+def test_report_html_renders_in_chromium(tiny_run):
     import shutil
 
+    run_dir = tiny_run.run_dir
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
     assert browser, "the report test needs Chromium: `make test` installs it (apt-get install chromium)"
     shown = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
@@ -176,40 +204,51 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     # the grid reads at a glance: iteration headers, rows named by their question, a filter
     assert "<th>iter 0</th><th>iter 1</th>" in dom and 'id="flow-filter"' in dom
     assert "9 shown" in dom  # the filter's script ran over every row
-    first_train = json.loads((run_dir / "splits" / "train.jsonl").read_text().splitlines()[0])["question"]
+    first_train = _lines(run_dir / "splits" / "train.jsonl")[0]["question"]
     assert first_train.rsplit(":", 1)[-1].strip() in dom
-    qid = next(iter(before))
-    story = "\n".join(question_story(run_dir, qid))
-    assert "== iteration 1 ==" in story and "trained on:" in story and "student after training:" in story
 
-    # 3c) the distilled dataset, exported and loaded back with the hub's own tools
+
+@pytest.mark.slow
+def test_the_distilled_dataset_loads_back_with_the_hubs_tools(tiny_run):
     import datasets
     from huggingface_hub import DatasetCard
 
     from undo.export import export_dataset
 
-    exported = export_dataset(run_dir, tmp_path / "dataset", iteration=1)
-    ds = datasets.load_from_disk(str(tmp_path / "dataset" / "hf"))["train"]
-    train_rows = [json.loads(line) for line in (run_dir / "iter_1/train_data.jsonl").open()]
+    run_dir, out = tiny_run.run_dir, tiny_run.tmp / "dataset"
+    train = {r["id"]: r for r in _lines(run_dir / "splits/train.jsonl")}
+    exported = export_dataset(run_dir, out, iteration=1)
+    ds = datasets.load_from_disk(str(out / "hf"))["train"]
+    train_rows = _lines(run_dir / "iter_1/train_data.jsonl")
     assert ds.num_rows == exported["rows"] == len(train_rows)
     assert [r["rationale"] for r in ds] == [r["rationale"] for r in train_rows]
     assert {r["source"] for r in ds} <= {"student", "refined", "teacher"}
-    assert all(r["answer"] == train[r["id"]].answer for r in ds)
-    parquet = datasets.Dataset.from_parquet(str(tmp_path / "dataset/data/train-00000-of-00001.parquet"))
+    assert all(r["answer"] == str(train[r["id"]]["answer"]) for r in ds)
+    parquet = datasets.Dataset.from_parquet(str(out / "data/train-00000-of-00001.parquet"))
     assert parquet.num_rows == ds.num_rows
-    card = DatasetCard.load(tmp_path / "dataset" / "README.md")
+    card = DatasetCard.load(out / "README.md")
     assert card.data.license == "other" and "undo" in card.data.tags
     assert "qwen2.5-coder-0.5b-instruct" in card.text and "## The exact config" in card.text
 
-    # 4) running a finished run again changes nothing and calls nothing
-    again = UndoRun(load_config(cfg_file)).run()
-    assert again["iterations"] == summary["iterations"]
-    assert cache_rows(cache) == entries_at_kill + sum(u["requests"] for u in later)
 
-    # 5) another student trained on iteration 0's data, scored on the same test questions
-    from undo.report import compare
-    from undo.transfer import run_transfer
+@pytest.mark.slow
+def test_a_finished_run_run_again_changes_and_calls_nothing(tiny_run, monkeypatch):
+    monkeypatch.setenv("UNDO_CACHE_DIR", str(tiny_run.cache))
+    entries = cache_rows(tiny_run.cache)
+    again = UndoRun(load_config(tiny_run.cfg_file)).run()
+    assert again["iterations"] == tiny_run.summary["iterations"]
+    assert cache_rows(tiny_run.cache) == entries
+    # a changed setting is refused instead of mixing two configs in one folder
+    with pytest.raises(UserError, match="train.lr"):
+        UndoRun(load_config(tiny_run.cfg_file, ["train.lr=0.1"])).prepare()
 
+
+@pytest.mark.slow
+def test_another_student_on_the_runs_data_and_the_transfer_matrix(tiny_run):
+    from undo.report import compare, matrix_lines
+    from undo.transfer import run_transfer, transfer_matrix
+
+    run_dir = tiny_run.run_dir
     t = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=1"])
     assert t["train_examples"] == len((run_dir / "iter_0/train_data.jsonl").read_text().splitlines())
     assert t["test_n"] == 3
@@ -220,9 +259,6 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     other = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=2"])
     assert other["dir"] != t["dir"]
     # a students x iterations matrix: the iteration-0 cell is the one trained above (reused)
-    from undo.report import matrix_lines
-    from undo.transfer import transfer_matrix
-
     m = transfer_matrix(run_dir, ["smollm2-135m-instruct"], ["0", "1"], ["train.max_steps=1"], n_boot=200)
     first, second = m["cells"]
     assert (first["iteration"], first["dir"]) == (0, t["dir"]) and second["iteration"] == 1
@@ -230,10 +266,6 @@ def test_tiny_loop_killed_and_resumed_repeats_no_teacher_call(tmp_path, monkeypa
     assert read_json(run_dir / "transfer_matrix.json")["cells"] == m["cells"]
     assert matrix_lines(m)[2].startswith("| smollm2-135m-instruct | ")
     assert matrix_lines(m)[2] in (run_dir / "report.md").read_text()
-
-    # 6) a changed setting is refused instead of mixing two configs in one folder
-    with pytest.raises(UserError, match="train.lr"):
-        UndoRun(load_config(cfg_file, ["train.lr=0.1"])).prepare()
 
 
 def test_dry_run_plans_without_calling_anything(tmp_path):
