@@ -2,7 +2,7 @@
 
 For each train question the student got wrong, the refinement is the question's previous
 verified rationale with the student's first false calculation written in smaller steps
-that each move one digit (`undo.steps.smaller_steps`): "14 - 5 = 8" in the attempt turns
+that each move one digit (`undo.arithmetic.smaller_steps`): "14 - 5 = 8" in the attempt turns
 the rationale's "14 - 5 = 9" into "14 - 4 = 10", "10 - 1 = 9". Where the attempt has no
 false calculation that the rationale also writes (a wrong approach, or a slip on a value
 only the student had), the rationale's first calculation that splits is split instead.
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from undo.arithmetic import calculation_matches, first_false_step, split_calculation
 from undo.grading import grade
-from undo.steps import calculation_matches, first_false_step, split_calculation
 from undo.teacher.rationale import TeachItem
 from undo.teacher.refine_examples import answered
 

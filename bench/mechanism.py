@@ -29,8 +29,8 @@ from control import write_control  # noqa: E402
 from quality import SHARED_PARTS, VARIANTS, copy_parts  # noqa: E402
 
 from undo.config import load_config  # noqa: E402
-from undo.feedback import refine_items, student_profile, tailoring  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
+from undo.loop.feedback import refine_items, student_profile, tailoring  # noqa: E402
 from undo.runstore import read_json, read_jsonl  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent

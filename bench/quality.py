@@ -48,8 +48,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from control import write_control  # noqa: E402
 
 from undo.config import RunConfig, config_to_yaml, load_config  # noqa: E402
-from undo.feedback import refine_items  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
+from undo.loop.feedback import refine_items  # noqa: E402
 from undo.runstore import read_json, read_jsonl, write_atomic  # noqa: E402
 from undo.stats import hierarchical_bootstrap, paired_by_seed  # noqa: E402
 

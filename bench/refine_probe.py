@@ -30,7 +30,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from undo.config import load_config  # noqa: E402
-from undo.feedback import refine_items  # noqa: E402
+from undo.loop.feedback import refine_items  # noqa: E402
 from undo.runstore import read_jsonl  # noqa: E402
 from undo.tasks import make_splits  # noqa: E402
 from undo.teacher import build_backend  # noqa: E402

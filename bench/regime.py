@@ -8,7 +8,7 @@ Qwen2.5-Coder-0.5B by default, or the 1.5B) and the offline student (SmolLM2-135
   * the final kept rate after resampling and rationalization (what the student trains on);
   * the student's train and test accuracy after one-shot distillation on the train split,
     and what its wrong train answers are: a false calculation (an arithmetic slip,
-    `undo.steps`), calculations that all hold but a wrong answer (an error of approach), or
+    `undo.arithmetic`), calculations that all hold but a wrong answer (an error of approach), or
     no calculation to read.
 UNDO can act where the teacher verifies >= 70 % and the one-shot student solves 20-60 % of
 train; a tailored explanation can differ from the old one where the errors are of approach.
@@ -31,10 +31,10 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from undo.arithmetic import calculations  # noqa: E402
 from undo.config import load_config  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
 from undo.runstore import read_jsonl  # noqa: E402
-from undo.steps import calculations  # noqa: E402
 from undo.teacher.base import Usage  # noqa: E402
 from undo.teacher.rationale import TeachItem, generate_rationales  # noqa: E402
 

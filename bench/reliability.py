@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "loop"))
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' corpus, fixtures and loopback server
 
 from fakes.fault_server import FaultServer  # noqa: E402

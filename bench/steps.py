@@ -1,4 +1,4 @@
-"""How often the step check (undo/steps.py) flags text, on data where the truth is known.
+"""How often the step check (undo/arithmetic.py) flags text, on data where the truth is known.
 
 * GSM8K's 7,473 gold train solutions, with the <<calculator>> annotations removed (how a
   model writes them): every flag is either a slip in the gold text or a false alarm, so the
@@ -17,8 +17,8 @@ import re
 import sys
 from pathlib import Path
 
+from undo.arithmetic import first_false_step
 from undo.runstore import read_jsonl
-from undo.steps import first_false_step
 
 GSM8K = Path(__file__).resolve().parents[2] / "shared" / "data" / "gsm8k" / "train.jsonl"
 

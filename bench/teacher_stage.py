@@ -25,8 +25,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from undo.config import load_config  # noqa: E402
-from undo.feedback import refine_items, student_profile  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
+from undo.loop.feedback import refine_items, student_profile  # noqa: E402
 from undo.runstore import RunStore, read_jsonl  # noqa: E402
 from undo.tasks import Record  # noqa: E402
 from undo.teacher.base import Usage  # noqa: E402

@@ -3,7 +3,7 @@
 For each seed, a second student (default: Qwen2.5-Coder-0.5B-Instruct, offline) is trained
 on a finished bench arm's iteration-0 data (one-shot: the teacher's first explanations) and
 on its iteration-1 data (the mix with the refinements), with the run's own training settings
-(`undo transfer`, `undo.transfer.transfer_matrix`), and scored on the seed's test questions.
+(`undo transfer`, `undo.outputs.transfer.transfer_matrix`), and scored on the seed's test questions.
 The difference gets a hierarchical bootstrap 95 % CI (seeds, then questions), printed beside
 the per-seed values.
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from undo.outputs.transfer import transfer_matrix  # noqa: E402
 from undo.runstore import read_jsonl  # noqa: E402
 from undo.stats import hierarchical_bootstrap, paired_by_seed  # noqa: E402
-from undo.transfer import transfer_matrix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
 

@@ -3,12 +3,13 @@
 The package, by what each part does (DESIGN.md has the method and the run folder):
   api            the Python API the CLI is a shell over: load, run, teach, train, evaluate, read_*
   config         the run's schema (imports nothing above it); registries: names checked by their owners
-  loop           the UNDO loop: iterations, resume, summary (feedback, mixing, plan, steps beside it)
+  loop/          the method: run (iterations, resume, summary), feedback, mixing, plan
   teacher/       backends (HTTP, in-process), prompts, the completion cache, the rationale stage
   student/       training (TRL), evaluation, the launcher for several processes
   lm/            models (offline registry, GGUF conversion), engines, the decode loop
-  tasks/         datasets and generators; grading reads and compares answers
-  report, report_html, flow, transfer, export, tracking, stats: what reads a finished run
+  tasks/         datasets and generators; grading reads and compares answers; arithmetic checks steps
+  outputs/       what reads a finished run: report, report_html, flow, transfer, export, tracking
+  runstore, rows the run folder's paths and its row formats; stats the intervals
 """
 
 from typing import Any

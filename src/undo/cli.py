@@ -122,7 +122,7 @@ def run(
         overrides, config = [str(config), *(overrides or [])], None
     cfg = _config(config, overrides)
     if dry_run:
-        from undo.plan import plan
+        from undo.loop.plan import plan
 
         print(json.dumps(plan(cfg), indent=2))
         return
@@ -244,8 +244,8 @@ def transfer(
     Example: undo transfer runs/svamp-undo --students Qwen/Qwen2.5-0.5B-Instruct,smollm2-135m-instruct
     --iterations 0,best
     """
-    from undo.report import matrix_lines
-    from undo.transfer import transfer_matrix
+    from undo.outputs.report import matrix_lines
+    from undo.outputs.transfer import transfer_matrix
 
     names = [s.strip() for s in (students or student or "").split(",") if s.strip()]
     if not names:
@@ -266,7 +266,7 @@ def flow(
 
     Example: undo flow runs/demo --question chain_sum-84401a404fc1
     """
-    from undo.flow import flow_markdown, learning_flow, question_story
+    from undo.outputs.flow import flow_markdown, learning_flow, question_story
 
     if question:
         print("\n".join(question_story(run_dir, question)))
@@ -288,7 +288,7 @@ def export_cmd(
 
     Example: undo export runs/gsm8k-undo --out distilled/gsm8k --push-to-hub me/gsm8k-undo
     """
-    from undo.export import export_dataset
+    from undo.outputs.export import export_dataset
 
     if iteration != "best" and not iteration.isdigit():
         raise UserError(f"--iteration: expected a number or 'best' (got '{iteration}')")
@@ -309,7 +309,7 @@ def export_model_cmd(
 
     Example: undo export-model runs/gsm8k-undo --out models/gsm8k-student
     """
-    from undo.export import export_model
+    from undo.outputs.export import export_model
 
     if dtype not in (None, "float32", "bfloat16", "float16"):
         raise UserError(f"--dtype: unknown dtype '{dtype}' (float32 | bfloat16 | float16)")
@@ -331,7 +331,7 @@ def compare_cmd(
     Examples: undo compare runs/svamp-undo@0 runs/svamp-undo@base runs/svamp-undo;
     undo compare runs/oneshot-s1,runs/oneshot-s2,runs/oneshot-s3 runs/undo-s1,runs/undo-s2,runs/undo-s3
     """
-    from undo.report import compare
+    from undo.outputs.report import compare
 
     rows = compare([a.split(",") for a in arms], n_boot)
     for r in rows:
@@ -347,7 +347,7 @@ def compare_cmd(
 @app.command()
 def report(run_dir: Annotated[Path, typer.Argument(help="a run folder")]) -> None:
     """(Re)write report.md, report.html and plots/ of a finished run."""
-    from undo.report import write_report
+    from undo.outputs.report import write_report
 
     print(write_report(run_dir))
 

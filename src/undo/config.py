@@ -120,7 +120,7 @@ class TeacherConfig(Section):
     # sampling gets max_attempts + refine_samples - 1 tries per question
     refine_samples: Count = 1
     history: bool = True  # show earlier refinements of the same question to the teacher
-    # a rationale's written calculations must hold, not only its answer (undo/steps.py); the
+    # a rationale's written calculations must hold, not only its answer (undo/arithmetic.py); the
     # student's right answers reached through a false step count as errors to refine, too
     check_steps: bool = True
     # refine prompts show the student's wrong attempt (the paper's feedback) and its first

@@ -300,7 +300,7 @@ def test_refine_prompt_shows_three_iterations_oldest_first(style):
     """Iteration 3's refine request: the rationales of iterations 0 and 1 are the older
     history, iteration 2's is the newest; both templates show them in that order, the newest
     named as what the student studied most recently."""
-    from undo.feedback import refine_items
+    from undo.loop.feedback import refine_items
 
     rec = Record("q", "Q?", "4", "number")
     past = [{"iteration": k, "rationale": f"RATIONALE-{k}"} for k in range(3)]

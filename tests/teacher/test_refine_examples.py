@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from undo.arithmetic import first_false_step, smaller_steps, split_calculation
 from undo.config import OpenAIConfig, TeacherConfig
 from undo.errors import UserError
-from undo.steps import first_false_step, smaller_steps, split_calculation
 from undo.tasks.base import Record
 from undo.teacher.rationale import TeachItem, _messages
 from undo.teacher.refine_examples import answered, refine_examples, slipped
@@ -104,8 +104,8 @@ def test_the_refine_step_asks_the_refine_model_with_refine_examples(tmp_path, mo
     from fakes.fault_server import FaultServer
 
     from undo.config import load_config
-    from undo.feedback import refine_items
     from undo.loop import UndoRun
+    from undo.loop.feedback import refine_items
 
     monkeypatch.setenv("UNDO_CACHE_DIR", str(tmp_path / "cache"))
     asked: list[tuple[str, list]] = []

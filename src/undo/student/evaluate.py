@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from undo.arithmetic import first_false_step
 from undo.config import StudentConfig
 from undo.errors import UserError
 from undo.grading import answer_line_end
@@ -19,7 +20,6 @@ from undo.lm import engines
 from undo.lm.engines import ENGINES, EngineSpec
 from undo.rows import StudentAttempt
 from undo.runstore import JsonlAppender, read_jsonl
-from undo.steps import first_false_step
 from undo.tasks.base import Record, student_messages
 
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from undo.arithmetic import calculations, first_false_step
 from undo.config import TeacherConfig
 from undo.grading import answer_line, answer_type
 from undo.rows import RationaleRow
 from undo.runstore import append_jsonl, read_jsonl
-from undo.steps import calculations, first_false_step
 from undo.tasks.base import Record
 from undo.teacher.base import CONTEXT_LENGTH, Request, SamplingParams, Usage
 from undo.teacher.budget import TeacherBudget, prompt_bytes

@@ -5,7 +5,7 @@ a teacher tends to write its old solution again (bench/RESULTS.md: 5 of 29 verif
 refinements were new text in the demo). A refine worked example shows the whole exchange
 instead, as an earlier chat turn: a question, a wrong attempt with its first false
 calculation named, and the explanation that answers that error: the same solution with
-the false step written in smaller steps that each move one digit (`steps.smaller_steps`).
+the false step written in smaller steps that each move one digit (`arithmetic.smaller_steps`).
 
 They are built from the run's worked examples (the generator's gold rationales for gym
 tasks, the teacher's own verified rationales otherwise): one calculation's result is
@@ -19,8 +19,8 @@ import hashlib
 import re
 from typing import Any
 
+from undo.arithmetic import calculation_matches, split_calculation, value_of
 from undo.grading import answer_line
-from undo.steps import calculation_matches, split_calculation, value_of
 from undo.tasks.base import Record
 
 SLIPS = (1, -1, 10, -10)  # the carry and borrow slips a small student makes

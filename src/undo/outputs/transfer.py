@@ -62,7 +62,7 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
     """Each student trained on each iteration's data (cells resume like run_transfer), with
     each cell's test accuracy and its paired 95 % CI against the same student's first cell
     (iteration 0 when listed): does the refined data help other students too?"""
-    from undo.report import test_attempts
+    from undo.outputs.report import test_attempts
     from undo.stats import paired_bootstrap
 
     run_dir = Path(run_dir)
@@ -94,7 +94,7 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
               "cells": rows}
     write_json(run_dir / "transfer_matrix.json", matrix)
     if RunStore(run_dir).summary_file.exists():
-        from undo.report import write_report
+        from undo.outputs.report import write_report
 
         write_report(run_dir)  # the report shows the matrix
     return matrix

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from undo.feedback import refine_items, student_profile
-from undo.mixing import mix_training_set
+from undo.loop.feedback import refine_items, student_profile
+from undo.loop.mixing import mix_training_set
 from undo.stats import paired_bootstrap
 from undo.tasks.base import Record
 
@@ -79,7 +79,7 @@ def test_every_verified_refinement_sample_is_a_training_example():
 def test_headline_rows_and_sentence(tmp_path):
     import json
 
-    from undo.report import headline, headline_markdown
+    from undo.outputs.report import headline, headline_markdown
 
     def write(part: str, correct: list[bool]) -> None:
         (tmp_path / part).mkdir()
@@ -119,7 +119,7 @@ def test_a_right_answer_through_a_false_step_is_refined_not_imitated():
 
 
 def test_tailoring_counts_new_text_repeats_and_fixed_false_steps():
-    from undo.feedback import tailoring
+    from undo.loop.feedback import tailoring
 
     history = {"q1": [{"iteration": 0, "rationale": "3 - 2 = 1\nThe answer is 1."}],
                "q2": [{"iteration": 0, "rationale": "old two"}]}
@@ -151,7 +151,7 @@ def test_refine_repeat_trains_on_the_previous_rationale_without_a_teacher(tmp_pa
     from undo.loop import UndoRun
     from undo.runstore import append_jsonl
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "demo.yaml", [
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "demo.yaml", [
         f"output.dir={tmp_path}", "splits.train=4", "splits.val=2", "splits.test=2", "loop.refine=repeat",
         "teacher.refine_samples=3"])
     run = UndoRun(cfg)
@@ -169,14 +169,14 @@ def test_refine_repeat_trains_on_the_previous_rationale_without_a_teacher(tmp_pa
     data, counts = mix_training_set("mix", 1, train, attempts, rows,
                                     {i: h[-1]["rationale"] for i, h in run.teacher_history(1).items()}, [])
     assert counts == {"student": 1, "repeat": 6, "none": 1}
-    from undo.feedback import tailoring
+    from undo.loop.feedback import tailoring
 
     t = tailoring(items, rows)
     assert (t["texts_new"], t["texts_same"]) == (0, 6)
 
 
 def test_a_bench_control_arms_rows_are_labelled_by_their_mode():
-    from undo.mixing import mix_training_set
+    from undo.loop.mixing import mix_training_set
     from undo.tasks.base import Record
 
     r = Record("q1", "1 + 1 =", "2", "number")

@@ -18,9 +18,9 @@ from pydantic import ValidationError
 from undo import display
 from undo.config import RunConfig, config_to_yaml, resume_diff
 from undo.errors import UserError
-from undo.feedback import refine_items, solved, student_profile, tailoring
-from undo.mixing import mix_training_set
-from undo.plan import matched_steps, preflight
+from undo.loop.feedback import refine_items, solved, student_profile, tailoring
+from undo.loop.mixing import mix_training_set
+from undo.loop.plan import matched_steps, preflight
 from undo.registries import check_registered
 from undo.rows import IterationMetrics, Summary
 from undo.runstore import RunStore, append_jsonl, read_json, read_jsonl, write_atomic, write_json, write_jsonl
@@ -59,7 +59,7 @@ class UndoRun:
         self.store = RunStore(cfg.run_dir)
         self._teacher: Any = None
         self._refiner: Any = None
-        self.trackers: Any = None  # undo.tracking.Trackers while run() runs
+        self.trackers: Any = None  # undo.outputs.tracking.Trackers while run() runs
         self.splits: dict[str, list[Record]] = {}
         self._examples: list[dict[str, str]] | None = None
 
@@ -417,7 +417,7 @@ class UndoRun:
         return m
 
     def run(self) -> dict[str, Any]:
-        from undo.tracking import Trackers
+        from undo.outputs.tracking import Trackers
 
         self.prepare()
         self.trackers = Trackers(self.cfg.train.report_to, self.store.root, self.cfg.name)
@@ -436,7 +436,7 @@ class UndoRun:
             tr = read_json(self.store.path(m["iteration"], "student") / "train_result.json")
             self.trackers.log_training(tr["losses"], tr["loss_steps"], offset)
             offset += m.get("steps") or 0
-        from undo.tracking import iteration_metrics
+        from undo.outputs.tracking import iteration_metrics
 
         usage = self.store.path(m["iteration"], "teacher_usage.json")
         cost = read_json(usage).get("cost_usd") if usage.exists() else None
@@ -446,7 +446,7 @@ class UndoRun:
         cfg = self.cfg
         display.info(f"run folder: {self.store.root}  ·  train {len(self.splits['train'])}, "
                      f"val {len(self.splits['val'])}, test {len(self.splits['test'])}")
-        # every refusal the config can cause comes before any model work (undo/plan.py)
+        # every refusal the config can cause comes before any model work (undo/loop/plan.py)
         preflight(cfg, self.splits)
         if not self.store.done(0, "teach"):
             _ = self.teacher  # builds the backend and health-checks the endpoint
@@ -520,8 +520,8 @@ class UndoRun:
         if b.limited:
             spent = spent_before([self.store.path(r["iteration"], "teacher_usage.json") for r in iters])
             summary["budget"] = budget_summary(b.teacher_tokens, b.cost, spent, cfg.teacher.price)
-        from undo.flow import flow_summary
-        from undo.report import headline, write_report
+        from undo.outputs.flow import flow_summary
+        from undo.outputs.report import headline, write_report
 
         if cfg.loop.method == "undo":
             summary["headline"] = headline(self.store.root, best_k)
@@ -529,7 +529,7 @@ class UndoRun:
         write_json(self.store.flow_file, flow)
         summary["flow"] = flow["counts"]
         if self.trackers and fresh:  # the flow is complete only now: each iteration at its step
-            from undo.tracking import flow_metrics
+            from undo.outputs.tracking import flow_metrics
 
             step = 0
             for r in iters:
@@ -548,7 +548,7 @@ class UndoRun:
         display.info(f"best iteration {summary['best_iteration']} (val {summary['best_val_acc']:.1%}, test "
                      f"{summary['best_test_acc']:.1%}); stopped: {summary['stop_reason']}")
         if cfg.loop.method == "undo" and cfg.loop.refine == "teacher":
-            from undo.flow import fixed_story
+            from undo.outputs.flow import fixed_story
 
             for line in fixed_story(self.store.root, cfg.teacher.show_attempt):
                 display.console.print(line, markup=False, highlight=False)  # model text, not markup

@@ -19,9 +19,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from undo.arithmetic import calculations
 from undo.errors import UserError
 from undo.runstore import RunStore, read_jsonl
-from undo.steps import calculations
 
 
 def _rows(path: Path) -> dict[str, dict[str, Any]]:

@@ -1,11 +1,11 @@
-"""undo.tracking: accelerate's trackers, one tracker run per run folder, resumed runs continue it."""
+"""undo.outputs.tracking: accelerate's trackers, one tracker run per run folder, resumed runs continue it."""
 
 from __future__ import annotations
 
 import pytest
 
 from undo.errors import UserError
-from undo.tracking import Trackers, iteration_metrics
+from undo.outputs.tracking import Trackers, iteration_metrics
 
 
 def test_tensorboard_run_continues_across_invocations(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from undo.steps import first_false_step
+from undo.arithmetic import first_false_step
 
 FALSE = [
     # a refinement by the offline teacher: right answer, false chain (the case that motivated it)
@@ -62,7 +62,7 @@ def test_true_or_unreadable_calculations_pass(text):
 
 
 def test_a_refinement_that_writes_the_false_step_right():
-    from undo.steps import corrects
+    from undo.arithmetic import corrects
 
     assert corrects("14 - 5 = 8", "7 + 7 = 14\n14 - 5 = 9\nThe answer is 9.")
     assert corrects("14 - 5 = 8", "14-5 = 9")
@@ -76,7 +76,7 @@ def test_a_refinement_that_writes_the_false_step_right():
 
 
 def test_calculations_cut_a_chain_of_thought_to_its_arithmetic():
-    from undo.steps import calculations
+    from undo.arithmetic import calculations
 
     text = ("First, 3 + 49 = 52 dollars. Again 3 + 49 = 52. Then 52  -  6 = 46 and 2 * 3 + 1 = 7.\n"
             "The answer is 46.")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from undo.flow import fixed_story, flow_summary, learning_flow, story_pick
-from undo.report_html import common_opening, grid_rows
+from undo.outputs.flow import fixed_story, flow_summary, learning_flow, story_pick
+from undo.outputs.report_html import common_opening, grid_rows
 
 Q = "State the final answer to the following arithmetic problem: "
 GOLD_T2 = "58 + 26 = 84\n84 + 34 = 118\nThe answer is 118."
@@ -79,7 +79,7 @@ def test_the_story_picks_the_question_a_refinement_fixed(tmp_path):
     rows = [json.loads(x) for x in (run / "iter_1/rationales.jsonl").read_text().splitlines()]
     rows[0]["rationale"] = "The solution the learner studied most recently:\n" + rows[0]["rationale"]
     _write(run / "iter_1/rationales.jsonl", rows)
-    from undo.flow import _clean
+    from undo.outputs.flow import _clean
 
     assert not _clean(rows[0]["rationale"]) and _clean(GOLD_T2)
     # without the last student's train answers, the story says so instead of guessing

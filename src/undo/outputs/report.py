@@ -80,7 +80,7 @@ def write_report(run_dir: Path) -> Path:
     if summary.get("headline", {}).get("rows"):
         md += [headline_markdown(summary["headline"]), ""]
     if any(summary.get("flow", {}).values()):
-        from undo.flow import flow_markdown
+        from undo.outputs.flow import flow_markdown
 
         md += ["## Learning flow", "",
                "Per question between consecutive iterations: fixed (wrong -> right), broken "
@@ -99,7 +99,7 @@ def write_report(run_dir: Path) -> Path:
         md.append(f"![accuracy]({plot})")
     text = "\n".join(md) + "\n"
     write_atomic(run_dir / "report.md", text)
-    from undo.report_html import write_html
+    from undo.outputs.report_html import write_html
 
     write_atomic(run_dir / "report.html", write_html(run_dir, summary, {}))
     return run_dir / "report.md"

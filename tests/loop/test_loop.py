@@ -24,7 +24,7 @@ from undo.runstore import read_json
 from undo.tasks import Record
 from undo.teacher.cache import CompletionCache
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 TINY = [
     "splits.train=6", "splits.val=3", "splits.test=3",
@@ -168,7 +168,7 @@ def test_verified_rationales_grade_correct_and_tailoring_is_counted(tiny_run):
 
 @pytest.mark.slow
 def test_the_learning_flow_places_every_train_question(tiny_run):
-    from undo.flow import question_story
+    from undo.outputs.flow import question_story
 
     run_dir = tiny_run.run_dir
     before = {a["id"]: a["correct"] for a in _lines(run_dir / "iter_1/attempts_train.jsonl")}
@@ -213,7 +213,7 @@ def test_the_distilled_dataset_loads_back_with_the_hubs_tools(tiny_run):
     import datasets
     from huggingface_hub import DatasetCard
 
-    from undo.export import export_dataset
+    from undo.outputs.export import export_dataset
 
     run_dir, out = tiny_run.run_dir, tiny_run.tmp / "dataset"
     train = {r["id"]: r for r in _lines(run_dir / "splits/train.jsonl")}
@@ -245,8 +245,8 @@ def test_a_finished_run_run_again_changes_and_calls_nothing(tiny_run, monkeypatc
 
 @pytest.mark.slow
 def test_another_student_on_the_runs_data_and_the_transfer_matrix(tiny_run):
-    from undo.report import compare, matrix_lines
-    from undo.transfer import run_transfer, transfer_matrix
+    from undo.outputs.report import compare, matrix_lines
+    from undo.outputs.transfer import run_transfer, transfer_matrix
 
     run_dir = tiny_run.run_dir
     t = run_transfer(run_dir, "smollm2-135m-instruct", 0, ["train.max_steps=1"])
@@ -269,7 +269,7 @@ def test_another_student_on_the_runs_data_and_the_transfer_matrix(tiny_run):
 
 
 def test_dry_run_plans_without_calling_anything(tmp_path):
-    from undo.plan import plan
+    from undo.loop.plan import plan
 
     cfg = load_config(ROOT / "configs" / "demo.yaml",
                       [f"output.dir={tmp_path}", "teacher.price={input: 1, output: 2}", "splits.train=16",
@@ -294,7 +294,7 @@ def test_dry_run_plans_without_calling_anything(tmp_path):
                                                          f"loop.budget.teacher_tokens={per[0] + per[1] + 1}"])
     assert plan(tight)["budget"]["iterations_surely_within"] == 2
     # a refine request with refine worked examples carries those, not the explain examples
-    from undo.plan import REFINE_EXAMPLE_TOKENS, REFINE_PROMPT_TOKENS
+    from undo.loop.plan import REFINE_EXAMPLE_TOKENS, REFINE_PROMPT_TOKENS
 
     shown = plan(load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=16",
                                                              "teacher.show_attempt=true",
@@ -483,7 +483,7 @@ def test_auto_backend_is_vllm_only_on_cuda_with_vllm_importable(monkeypatch):
 
 
 def test_dry_run_says_where_worked_examples_come_from(tmp_path):
-    from undo.plan import plan
+    from undo.loop.plan import plan
 
     gym = plan(load_config(ROOT / "configs" / "demo.yaml", [f"output.dir={tmp_path}", "splits.train=16"]))
     assert gym["worked_examples"] == "3 from the task's gold rationales"

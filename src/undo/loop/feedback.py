@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from undo.steps import corrects
+from undo.arithmetic import corrects
 from undo.tasks.base import Record
 from undo.teacher.rationale import TeachItem
 
@@ -85,7 +85,7 @@ def refine_items(
                 "history": past[-3:-1] if show_history else [],
                 "student_attempt": _clip(attempt["output"].strip() or "(no answer)",
                                          MAX_ATTEMPT_CHARS) if show_attempt else None,
-                # the first calculation of the attempt that does not hold (undo/steps.py), if any
+                # the first calculation of the attempt that does not hold (undo/arithmetic.py), if any
                 "student_error": attempt.get("false_step") if show_attempt else None,
                 "profile": profile,
             },

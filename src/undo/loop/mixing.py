@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from undo.feedback import solved as is_solved
+from undo.loop.feedback import solved as is_solved
 from undo.rows import TrainRow
 from undo.tasks.base import Record
 

@@ -56,8 +56,8 @@ def test_merged_export_answers_as_the_adapter_model(run: Path, tmp_path: Path) -
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from undo.export import export_model
     from undo.lm.generate import generate_chat
+    from undo.outputs.export import export_model
 
     out = tmp_path / "model"
     info = export_model(run, out, iteration=0)
@@ -86,7 +86,7 @@ def test_merged_export_answers_as_the_adapter_model(run: Path, tmp_path: Path) -
 
 
 def test_export_refuses_bad_targets(run: Path, tmp_path: Path) -> None:
-    from undo.export import export_model
+    from undo.outputs.export import export_model
 
     other = tmp_path / "notes"
     other.mkdir()
