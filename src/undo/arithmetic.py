@@ -100,11 +100,16 @@ def value_of(lhs: str) -> Fraction | None:
     return _evaluate(lhs)
 
 
+def _match_holds(m: re.Match[str]) -> bool:
+    """A matched calculation's written result holds for its left side (division by zero never does)."""
+    value = _evaluate(m["lhs"])
+    return value is not None and _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"])))
+
+
 def first_false_step(text: str) -> str | None:
     """The first calculation in `text` that does not hold, as written; None if all hold."""
     for m in _calculations(text):
-        value = _evaluate(m["lhs"])
-        if value is None or not _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
+        if not _match_holds(m):
             return m.group(0)
     return None
 
@@ -133,10 +138,8 @@ def corrects(false_step: str, text: str) -> bool:
         return False
     lhs = _plain(wrong["lhs"])
     for m in _CALC.finditer(text):
-        if _plain(m["lhs"]) == lhs:
-            value = _evaluate(m["lhs"])
-            if value is not None and _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"]))):
-                return True
+        if _plain(m["lhs"]) == lhs and _match_holds(m):
+            return True
     split = split_calculation(false_step)
     if split and len(split) > 1:
         lines = [" ".join(line.split()) for line in text.splitlines()]

@@ -103,7 +103,7 @@ def tailoring(items: list[TeachItem], refined: dict[str, dict[str, Any]]) -> dic
     Over every verified refined text: how many differ from the question's previous verified
     rationale (whitespace aside) and how many are that rationale again; and, for questions
     whose refine request showed the student's attempt with its first false calculation,
-    how many texts write that calculation correctly (`steps.corrects`)."""
+    how many texts write that calculation correctly (`arithmetic.corrects`)."""
     out = {"questions": len(items), "questions_verified": 0, "questions_new": 0, "texts": 0,
            "texts_new": 0, "texts_same": 0, "attempt_shown": 0, "false_step_named": 0,
            "false_step_texts": 0, "false_step_fixed": 0}

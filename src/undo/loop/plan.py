@@ -42,12 +42,12 @@ def preflight(cfg: RunConfig, splits: dict[str, list[Any]]) -> dict[str, str]:
     within what vLLM will serve, a budget that fits one question. Returns where each
     model comes from."""
     models = {"student": _check_model(cfg.student.model)}
-    teacher_engine = resolve_backend(cfg.teacher.backend)
+    teacher_engine, student_engine = resolve_backend(cfg.teacher.backend), resolve_backend(cfg.student.backend)
     if teacher_engine in ENGINES:  # in-process: finding the model is the check
         models["teacher"] = _check_model(cfg.teacher.model)
         if cfg.teacher.refine_model and cfg.loop.refine == "teacher":
             models["refine teacher"] = _check_model(cfg.teacher.refine_model)
-    roles = [("student", resolve_backend(cfg.student.backend))] + (
+    roles = [("student", student_engine)] + (
         [("teacher", teacher_engine)] if teacher_engine in ENGINES else [])
     for role, backend in roles:
         if backend == "vllm":
@@ -55,7 +55,7 @@ def preflight(cfg: RunConfig, splits: dict[str, list[Any]]) -> dict[str, str]:
 
             if importlib.util.find_spec("vllm") is None:
                 raise UserError(f"{role}.backend=vllm needs vLLM: pip install 'undo-distill[vllm]'")
-    if resolve_backend(cfg.student.backend) == "vllm" and cfg.student.lora is not None:
+    if student_engine == "vllm" and cfg.student.lora is not None:
         if not cfg.student.vllm.enable_lora:
             raise UserError("student.vllm.enable_lora is false, but student.lora trains LoRA students "
                             "that vLLM must then serve: set it true, or student.lora=null")

@@ -51,6 +51,8 @@ EXAMPLE_STAGES = ("examples", "examples_stepwise")
 
 class BudgetSpent(Exception):
     """The teacher budget cannot pay for one more question: the loop stops here."""
+
+
 class UndoRun:
     """One run folder. Construct, then call run() (or a single stage method)."""
 
@@ -253,7 +255,7 @@ class UndoRun:
         from undo.student.evaluate import evaluate
 
         stage_name = f"attempts_{split}"
-        path = self.store.path(k, f"{stage_name}.jsonl")
+        path = self.store.attempts_file(k, split)
         if not self.store.done(k, stage_name):
             records = self.splits[split]
             with display.stage(f"iter {k} · student answers {split}", len(records)) as advance:

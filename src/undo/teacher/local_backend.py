@@ -13,7 +13,7 @@ from typing import Any
 from undo.config import TeacherConfig
 from undo.grading import answer_line_end
 from undo.lm import engines
-from undo.lm.engines import AUTO, ENGINES, EngineSpec, resolve_backend
+from undo.lm.engines import AUTO, ENGINES, EngineSpec
 from undo.lm.generate import RowSampling
 from undo.lm.models import resolve_model
 from undo.teacher.base import Completion, ProgressFn, Request, Usage, register_backend
@@ -24,10 +24,10 @@ class LocalBackend:
 
     def __init__(self, cfg: TeacherConfig) -> None:
         self.cfg = cfg
-        self.name = resolve_backend(cfg.backend)  # the engine's own name keys the cache
         self.model = cfg.model
         resolve_model(cfg.model)  # fails fast on a bad name or digest
         self._spec = EngineSpec.of(cfg)
+        self.name = self._spec.backend  # the engine's own name (`auto` resolved) keys the cache
 
     def health_check(self) -> None:
         engines.POOL.get("teacher", self._spec)  # loads the model: a bad one fails here
