@@ -20,6 +20,8 @@ def test_the_api_is_the_package_surface():
     from undo import api
 
     assert undo.load is api.load and undo.run is api.run and undo.read_flow is api.read_flow
+    # the package names the API without importing it (a lazy export): the two lists agree
+    assert undo.__all__ == [*api.__all__, "__version__"]
     with pytest.raises(AttributeError):
         undo.nothing_here  # noqa: B018
     with pytest.raises(UserError, match="config key 'task.name': unknown task"):

@@ -22,8 +22,8 @@ def undo(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, cwd=ROOT, env=env)
 
 
-COMMANDS = ["data", "grade", "run", "demo", "configs", "teach", "train", "eval", "transfer", "flow", "export",
-            "export-model", "compare", "report", "cache"]
+COMMANDS = ["data", "grade", "run", "demo", "configs", "keys", "teach", "train", "eval", "transfer", "flow",
+            "export", "export-model", "compare", "report", "cache"]
 
 
 def test_help_lists_every_command_and_each_has_its_own_help():

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -124,3 +128,102 @@ def test_a_cost_budget_without_a_price_is_one_line() -> None:
 
 def test_budgets_may_change_on_resume_so_a_run_can_go_on() -> None:
     assert resume_diff(_cfg(), _cfg("loop.budget.teacher_tokens=1000", "loop.min_delta=0.02")) == []
+
+
+def _sections_and_fields(model, prefix=""):
+    """(dotted key, field) of every field of `model` and of each section under it."""
+    from pydantic import BaseModel
+
+    for name, field in model.model_fields.items():
+        yield prefix + name, field
+        for sub in (field.annotation, *getattr(field.annotation, "__args__", ())):
+            if isinstance(sub, type) and issubclass(sub, BaseModel):
+                yield from _sections_and_fields(sub, f"{prefix}{name}.")
+
+
+def test_every_key_of_every_section_says_what_it_is() -> None:
+    """A key added without Field(description=...) fails here: `undo keys` and the misspelt-key
+    error show the description."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    import undo.config as config
+
+    keys = dict(_sections_and_fields(config.RunConfig))
+    assert len(keys) > 90 and {"teacher.openai.base_url", "student.lora.r", "loop.budget.cost"} <= set(keys)
+    undocumented = [k for k, f in keys.items() if not (f.description or "").strip()]
+    # sections defined in config.py but not (yet) reachable from RunConfig count too
+    for name, cls in inspect.getmembers(config, inspect.isclass):
+        if issubclass(cls, BaseModel) and cls.__module__ == config.__name__:
+            undocumented += [f"{name}.{k}" for k, f in cls.model_fields.items()
+                             if not (f.description or "").strip()]
+    assert undocumented == []
+    assert [k for k, f in keys.items() if "\n" in f.description] == []
+
+
+def test_descriptions_keep_each_keys_default_and_range() -> None:
+    from undo.config import LoopConfig, SplitsConfig, TeacherConfig
+
+    assert [type(m).__name__ for m in SplitsConfig.model_fields["val"].metadata] == ["Ge"]
+    assert [type(m).__name__ for m in TeacherConfig.model_fields["top_p"].metadata] == ["Gt", "Le"]
+    assert (SplitsConfig().val, TeacherConfig().top_p, LoopConfig().patience) == (50, 0.95, 1)
+    assert TeacherConfig().openai.concurrency == 16 and TeacherConfig().prompts == {}
+    with pytest.raises(UserError, match="config key 'splits.val'"):
+        load_config(overrides=["splits.val=0"])
+
+
+def test_a_misspelt_key_is_told_what_the_closest_one_does(tmp_path) -> None:
+    from undo.config import LoopConfig
+
+    what = LoopConfig.model_fields["patience"].description
+    with pytest.raises(UserError) as e:
+        _cfg("loop.patiance=3")
+    assert str(e.value) == f"unknown config key 'loop.patiance' (did you mean 'loop.patience': {what}?)"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("loop: {patiance: 2}\n")
+    with pytest.raises(UserError) as e:
+        load_config(bad)
+    assert str(e.value) == f"{bad}: unknown config key 'loop.patiance' (did you mean 'loop.patience': {what}?)"
+
+
+def test_describe_keys_lists_a_section_and_its_keys() -> None:
+    from undo.config import RunConfig, _valid_keys, describe_keys
+
+    rows = describe_keys("teacher.openai")
+    assert [r[0] for r in rows] == ["teacher.openai", "teacher.openai.base_url", "teacher.openai.api_key_env",
+                                    "teacher.openai.concurrency", "teacher.openai.timeout",
+                                    "teacher.openai.max_retries"]
+    assert rows[1][:3] == ("teacher.openai.base_url", "str|list[str]|None", "null")
+    assert describe_keys("teacher.openai.") == rows
+    assert [r[0] for r in describe_keys()] == _valid_keys(RunConfig)
+    assert all(all(col for col in r) for r in describe_keys())
+    by_key = {r[0]: r[1:3] for r in describe_keys()}
+    assert by_key["splits.train"] == ("int>=1|None", "700")
+    assert by_key["teacher.top_p"] == ("0<float<=1", "0.95")
+    assert by_key["teacher.style"] == ("stepwise|concise", "stepwise")
+    assert by_key["student.lora"] == ("section|None", "{}")
+    assert by_key["task.fields"] == ("dict[str,str]", "{question: question, answer: answer}")
+    assert by_key["train.max_steps"] == ("int>=-1", "-1")
+    with pytest.raises(UserError, match=r"^unknown config key 'teacher.open' \(did you mean 'teacher.openai'"):
+        describe_keys("teacher.open")  # a prefix is a whole key or section, not its first letters
+
+
+def test_undo_keys_prints_one_line_per_key_and_refuses_an_unknown_prefix() -> None:
+    from undo.config import describe_keys
+
+    def undo(*args: str) -> subprocess.CompletedProcess:  # as tests/test_cli.py runs the command
+        return subprocess.run([sys.executable, "-m", "undo.cli", *args], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
+
+    r = undo("keys", "teacher.openai")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == [row[0] for row in describe_keys("teacher.openai")]
+    base_url = next(line for line in lines if line.startswith("teacher.openai.base_url "))
+    assert base_url.split()[1:3] == ["str|list[str]|None", "null"] and "replicas" in base_url
+    assert len(undo("keys").stdout.splitlines()) == len(describe_keys())
+    bad = undo("keys", "teacher.opnai")
+    assert bad.returncode == 2 and bad.stdout == ""
+    [line] = bad.stderr.strip().splitlines()
+    assert line.startswith("error: unknown config key 'teacher.opnai' (did you mean 'teacher.openai': ")

@@ -16,6 +16,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# api.__all__, named here so that `import undo` does not load the API (tests/test_api.py checks)
 _API = ("load", "run", "teach", "train", "evaluate", "read_summary", "read_attempts", "read_flow")
 __all__ = [*_API, "__version__"]
 

@@ -162,6 +162,23 @@ def configs_cmd() -> None:
         print(f"{name:<15} {comments[0] if comments else ''}")
 
 
+@app.command(name="keys")
+def keys_cmd(
+    prefix: Annotated[str, typer.Argument(help="only this key or section and the keys under it, e.g. "
+                                          "teacher.openai")] = "",
+) -> None:
+    """Every config key: name, type, default (as key=value writes it) and what it does.
+
+    Example: undo keys teacher.openai
+    """
+    from undo.config import describe_keys
+
+    rows = describe_keys(prefix)
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(col.ljust(w) for col, w in zip(row[:3], widths, strict=True)) + "  " + row[3])
+
+
 @app.command()
 def teach(
     task: Annotated[str, typer.Argument(help="a registered task or 'file'")],

@@ -13,11 +13,14 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import types
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 
 from undo.errors import UserError
 
@@ -39,25 +42,30 @@ Dtype = Literal["float32", "bfloat16", "float16"] | None
 
 
 class TaskConfig(Section):
-    name: str = "svamp"
-    # hub id (default for the task), or a local file/folder in the original format
-    source: str | None = None
-    # for `file` tasks: a registered answer type (number | choice | yesno | math)
-    answer_type: str | None = None
-    fields: dict[str, str] = Field(default_factory=lambda: {"question": "question", "answer": "answer"})
-    # which split of the source feeds train/val and which feeds test (file tasks
-    # with one file get a seeded test carve-out instead)
-    test_source: str | None = None
-    # for `gym` tasks: the reasoning-gym dataset name and its generator options (difficulty)
-    dataset: str | None = None
-    config: dict[str, Any] = Field(default_factory=dict)
-
+    name: str = Field("svamp", description="the task: a registered name (gsm8k, svamp, commonsenseqa, "
+                      "strategyqa, gym), or file for a data file of your own")
+    source: str | None = Field(None, description="where the task's data is: a hub id, or a local file/folder "
+                               "in the original format; None = the task's default")
+    answer_type: str | None = Field(None, description="file tasks: a registered answer type that grades "
+                                    "answers (number | choice | yesno | math); required there")
+    fields: dict[str, str] = Field(
+        default_factory=lambda: {"question": "question", "answer": "answer"},
+        description="file tasks: the column of a row that holds each record field (question, answer, "
+                    "and optionally choices, id)")
+    # a test set of the user's own must not overlap task.source (undo/tasks/__init__.py checks)
+    test_source: str | None = Field(None, description="where the test split comes from (hub id, file or "
+                                    "folder); None = task.source (one file: a seeded test carve-out)")
+    dataset: str | None = Field(None, description="gym tasks: the reasoning-gym dataset name")
+    config: dict[str, Any] = Field(default_factory=dict, description="gym tasks: the dataset generator's "
+                                   "options (difficulty); {} = its defaults")
 
 
 class SplitsConfig(Section):
-    train: Count | None = 700  # None = the whole pool minus val
-    val: Count = 50
-    test: Count | None = 300  # None = the whole test split
+    train: Count | None = Field(700, description="train questions drawn from the pool; None = the whole pool "
+                                "minus val")
+    val: Count = Field(50, description="val questions held out of the pool: they pick the best iteration and "
+                       "stop the loop")
+    test: Count | None = Field(300, description="test questions scored at the end; None = the whole test split")
 
 
 class VLLMConfig(Section):
@@ -67,16 +75,18 @@ class VLLMConfig(Section):
 
     RESUMABLE = frozenset({"tensor_parallel_size", "gpu_memory_utilization", "max_model_len",
                            "enable_lora", "max_lora_rank", "enforce_eager"})
-    tensor_parallel_size: Count = 1
-    # the share of each GPU's memory the engine takes (weights + KV cache) until released;
+    tensor_parallel_size: Count = Field(1, description="GPUs the engine splits the model over")
     # a teacher and a student engine whose shares sum over 1 never coexist (undo/lm/engines.py)
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.85
-    max_model_len: Count | None = None  # None = the model's own context length
-    # serve each iteration's LoRA student on one engine (a LoRARequest per call); off, a LoRA
-    # student is refused: export it merged (`undo export-model`) and point the backend there
-    enable_lora: bool = True
-    max_lora_rank: Count = 64
-    enforce_eager: bool = False  # skip CUDA graph capture: faster start, slower decoding
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.85, description="the share of each GPU's memory the engine takes (weights + KV cache) until released")
+    max_model_len: Count | None = Field(None, description="the engine's context length in tokens; None = the "
+                                        "model's own")
+    # off, a LoRA student is refused: export it merged (`undo export-model`) and point the backend there
+    enable_lora: bool = Field(True, description="serve each iteration's LoRA student on one engine "
+                              "(a LoRARequest per call)")
+    max_lora_rank: Count = Field(64, description="the largest LoRA rank the engine serves (at least "
+                                 "student.lora.r)")
+    enforce_eager: bool = Field(False, description="skip CUDA graph capture: faster start, slower decoding")
 
 
 class OpenAIConfig(Section):
@@ -85,54 +95,66 @@ class OpenAIConfig(Section):
     None of them changes what the teacher is asked, so all may change on resume."""
 
     RESUMABLE = frozenset({"base_url", "api_key_env", "concurrency", "timeout", "max_retries"})
-    base_url: str | list[str] | None = None  # a list: replicas, load-balanced
-    api_key_env: str | None = None  # the name of the variable holding the key, never the key
-    concurrency: Count = 16
-    timeout: Positive = 120.0  # seconds per attempt
-    max_retries: NonNegative = 8
+    base_url: str | list[str] | None = Field(None, description="the server's URL (usually ending in /v1), or "
+                                             "a list of replicas to load-balance over; required for openai")
+    api_key_env: str | None = Field(None, description="the name of the environment variable holding the API "
+                                    "key, never the key; None = no key (a local server)")
+    concurrency: Count = Field(16, description="requests in flight at once, over all replicas")
+    timeout: Positive = Field(120.0, description="seconds one attempt of a request may take")
+    max_retries: NonNegative = Field(8, description="retries of a failed request before it counts as failed")
 
 
 class TeacherConfig(Section):
     # batch_size too: in-process, each sampled row draws from its own seeded generator
     RESUMABLE = frozenset({"openai", "batch_size", "device", "price", "vllm"})
-    # openai (any OpenAI-compatible server), or in-process on an engine of undo/lm/engines.py:
-    # auto = vllm on a CUDA machine where vLLM is importable, else transformers
-    backend: str = "auto"
-    model: str = "qwen2.5-coder-0.5b-instruct"
-    openai: OpenAIConfig = Field(default_factory=OpenAIConfig)  # backend=openai
-    max_attempts: Count = 2
-    temperature: Annotated[float, Field(ge=0)] = 0.7
-    top_p: Annotated[float, Field(gt=0, le=1)] = 0.95
-    max_tokens: Count = 512
-    rationalize: bool = True
-    batch_size: Count = 16  # in-process backends
-    device: str | None = None  # in-process backends: cpu | cuda | auto
-    dtype: Dtype = None
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # backend=vllm
-    prompts: dict[str, str] = Field(default_factory=dict)  # name -> template path override
-    few_shot: NonNegative = 0
-    # rationale style: stepwise (chain of thought) | concise (one equation per line, no prose):
+    backend: str = Field("auto", description="openai (any OpenAI-compatible server), or an in-process engine "
+                         "of undo/lm/engines.py; auto = vllm on CUDA where vLLM imports, else transformers")
+    model: str = Field("qwen2.5-coder-0.5b-instruct", description="the teacher model: a hub id, local folder "
+                       "or offline name (for openai, the name the server serves)")
+    openai: OpenAIConfig = Field(default_factory=OpenAIConfig, description="where an OpenAI-compatible teacher "
+                                 "is and how to talk to it, for backend=openai")
+    max_attempts: Count = Field(2, description="tries per question before it counts as unsolved: the first "
+                                "greedy, the rest sampled")
+    temperature: Annotated[float, Field(ge=0)] = Field(0.7, description="the sampling temperature of attempts "
+                                                       "after the first (greedy) one")
+    top_p: Annotated[float, Field(gt=0, le=1)] = Field(0.95, description="nucleus sampling: sampled attempts "
+                                                       "draw from this share of the probability mass")
+    max_tokens: Count = Field(512, description="the most tokens the teacher writes per answer")
+    rationalize: bool = Field(True, description="questions still unsolved after max_attempts get one more "
+                              "try with the gold answer as a hint (never refinements)")
+    batch_size: Count = Field(16, description="questions per generation batch (in-process backends)")
+    device: str | None = Field(None, description="in-process backends: cpu | cuda | auto; None = auto "
+                               "(cuda, else mps, else cpu)")
+    dtype: Dtype = Field(None, description="in-process backends: the torch dtype by name; None = the device's "
+                         "best")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="options of an in-process vLLM engine "
+                             "for backend=vllm")
+    prompts: dict[str, str] = Field(default_factory=dict, description="prompt template overrides: name "
+                                    "(explain | refine | rationalize) -> template path; {} = the shipped ones")
+    few_shot: NonNegative = Field(0, description="worked examples shown as earlier chat turns before each "
+                                  "request; 0 = zero-shot")
     # a 135M student imitates long LaTeX-laden explanations into rambling
-    style: Literal["stepwise", "concise"] = "stepwise"
-    # USD per 1M tokens; {} = no cost estimate
-    price: dict[str, float] = Field(default_factory=dict)
-    # distinct verified refined rationales kept per failed question (diverse reasoning);
+    style: Literal["stepwise", "concise"] = Field("stepwise", description="rationale style: stepwise (chain "
+                                                  "of thought) | concise (one equation per line, no prose)")
+    price: dict[str, float] = Field(default_factory=dict, description="USD per 1M tokens, as {input: X, "
+                                    "output: Y}; {} = no cost estimate")
     # sampling gets max_attempts + refine_samples - 1 tries per question
-    refine_samples: Count = 1
-    history: bool = True  # show earlier refinements of the same question to the teacher
-    # a rationale's written calculations must hold, not only its answer (undo/arithmetic.py); the
-    # student's right answers reached through a false step count as errors to refine, too
-    check_steps: bool = True
-    # refine prompts show the student's wrong attempt (the paper's feedback) and its first
-    # false calculation; a small teacher copies the attempt instead (bench/RESULTS.md)
-    show_attempt: bool = True
-    # the model that writes refinements, when not `model` (same backend): a stronger teacher
-    # for the one step that must read the student's attempt, the cheaper one for the rest
-    refine_model: str | None = None
-    # refine worked examples shown before each refine request in place of the explain ones:
+    refine_samples: Count = Field(1, description="distinct verified refined rationales kept per failed "
+                                  "question (diverse reasoning)")
+    history: bool = Field(True, description="show earlier refinements of the same question to the teacher")
+    # the student's right answers reached through a false step count as errors to refine, too
+    check_steps: bool = Field(True, description="a rationale's written calculations must hold, not only its "
+                              "answer (undo/arithmetic.py)")
+    # a small teacher copies the shown attempt instead of rewriting it (bench/RESULTS.md)
+    show_attempt: bool = Field(True, description="refine prompts show the student's wrong attempt (the paper's "
+                               "feedback) and its first false calculation")
+    # a stronger teacher for the one step that must read the student's attempt, the cheaper one for the rest
+    refine_model: str | None = Field(None, description="the model that writes refinements (same backend); "
+                                     "None = teacher.model")
     # a worked example with one calculation slipped (the wrong attempt, its false step named)
     # answered by the same solution with that step in smaller steps (teacher/refine_examples.py)
-    refine_examples: NonNegative = 0
+    refine_examples: NonNegative = Field(0, description="refine worked examples shown before each refine "
+                                         "request in place of the explain ones (at most few_shot)")
 
     @model_validator(mode="after")
     def _refine_examples_need_attempts(self) -> TeacherConfig:
@@ -169,23 +191,27 @@ class TeacherConfig(Section):
 
 
 class LoraConfig(Section):
-    r: Count = 16
-    alpha: Positive = 32
-    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    target_modules: str | list[str] = "all-linear"
+    r: Count = Field(16, description="the LoRA rank")
+    alpha: Positive = Field(32, description="the LoRA alpha: updates are scaled by alpha / r")
+    dropout: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="dropout on the LoRA layers' input")
+    target_modules: str | list[str] = Field("all-linear", description="the modules that get adapters: "
+                                            "all-linear, or a list of module names")
 
 
 class StudentConfig(Section):
     RESUMABLE = frozenset({"batch_size", "device", "vllm", "backend"})
-    model: str = "smollm2-135m-instruct"
-    lora: LoraConfig | None = Field(default_factory=LoraConfig)
-    device: str | None = None
-    dtype: Dtype = None
-    max_new_tokens: Count = 320
-    batch_size: Count = 32  # inference
-    # inference engine registered in undo/lm/engines.py; auto = vllm on CUDA with vLLM, else transformers
-    backend: str = "auto"
-    vllm: VLLMConfig = Field(default_factory=VLLMConfig)  # backend=vllm
+    model: str = Field("smollm2-135m-instruct", description="the student model: a hub id, local folder or "
+                       "offline name")
+    lora: LoraConfig | None = Field(default_factory=LoraConfig, description="LoRA adapter settings; None = "
+                                    "full fine-tuning")
+    device: str | None = Field(None, description="cpu | cuda | auto; None = auto (cuda, else mps, else cpu)")
+    dtype: Dtype = Field(None, description="the torch dtype by name; None = the device's best")
+    max_new_tokens: Count = Field(320, description="the most tokens the student writes per answer")
+    batch_size: Count = Field(32, description="questions per inference batch")
+    backend: str = Field("auto", description="the inference engine registered in undo/lm/engines.py; auto = "
+                         "vllm on CUDA with vLLM, else transformers")
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="options of an in-process vLLM engine "
+                             "for backend=vllm")
 
 
 class TrainConfig(Section):
@@ -193,35 +219,45 @@ class TrainConfig(Section):
     # global batch the optimizer sees, stays the same (resume_diff checks the product)
     RESUMABLE = frozenset({"report_to", "logging_steps", "launcher", "accelerate_config",
                            "batch_size", "grad_accum", "num_processes", "save_steps"})
-    epochs: Positive = 3.0
-    # epochs for iterations >= 1; None = epochs. With loop.student_init=continue the student
-    # already knows iteration 0's data, so a shorter pass on the new mix suffices
-    refine_epochs: Positive | None = None
-    max_steps: Annotated[int, Field(ge=-1)] = -1  # -1 = epochs decide
-    lr: Positive = 2.0e-4
-    scheduler: str = "cosine"
-    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.03
-    weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    batch_size: Count = 8
-    grad_accum: Count = 1
-    max_seq_len: Count = 1024
-    seed: int | None = None  # None = the run's seed
-    bf16: bool | None = None  # None = when the device supports it
-    fp16: bool = False
-    gradient_checkpointing: bool = False
-    # each batch as one row of its examples back to back (TRL's padding_free): no pad token is
-    # computed. Off by default: CPU attention (and GPU sdpa) then computes the whole row's T x T
+    epochs: Positive = Field(3.0, description="passes over the training set per iteration (fractions allowed)")
+    # with loop.student_init=continue the student already knows iteration 0's data, so a
+    # shorter pass on the new mix suffices
+    refine_epochs: Positive | None = Field(None, description="epochs for iterations >= 1; None = epochs")
+    max_steps: Annotated[int, Field(ge=-1)] = Field(-1, description="optimizer steps per training, overriding "
+                                                    "epochs; -1 = epochs decide")
+    lr: Positive = Field(2.0e-4, description="the peak learning rate")
+    scheduler: str = Field("cosine", description="the learning-rate schedule, by transformers' name (cosine, "
+                           "linear, constant, ...)")
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = Field(0.03, description="the share of the steps that "
+                                                              "warm the learning rate up")
+    weight_decay: Annotated[float, Field(ge=0)] = Field(0.0, description="the optimizer's weight decay")
+    batch_size: Count = Field(8, description="examples per forward pass on each process")
+    grad_accum: Count = Field(1, description="forward passes accumulated per optimizer step")
+    max_seq_len: Count = Field(1024, description="the most tokens per training example; longer ones are left "
+                               "out, never truncated")
+    seed: int | None = Field(None, description="the training seed; None = the run's seed")
+    bf16: bool | None = Field(None, description="train in bfloat16 mixed precision; None = when the device "
+                              "supports it")
+    fp16: bool = Field(False, description="train in float16 mixed precision")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less "
+                                         "memory, slower steps")
+    # off by default: with it CPU attention (and GPU sdpa) computes the whole row's T x T
     # block; measured slower on CPU (bench/train_speed.py). Worth it with flash-attention's varlen.
-    padding_free: bool = False
-    report_to: str | list[str] = "none"
-    logging_steps: Count = 5
-    # a checkpoint (weights, optimizer, scheduler, RNG) every N optimizer steps, so a killed
-    # training resumes from the last one instead of from step 0; 0 = none. Only the last is kept
-    save_steps: NonNegative = 500
-    launcher: Literal["none", "accelerate", "torchrun"] = "none"
-    num_processes: Count = 1
-    accelerate_config: str | None = None
-    match_steps_of: str | None = None  # path of an UNDO run: train one-shot for its total steps
+    padding_free: bool = Field(False, description="each batch as one row of its examples back to back (TRL's "
+                               "padding_free): no pad token is computed")
+    report_to: str | list[str] = Field("none", description="the experiment trackers to log to (wandb, "
+                                       "tensorboard, ...), or none")
+    logging_steps: Count = Field(5, description="log the training loss every N optimizer steps")
+    # so a killed training resumes from the last one instead of from step 0
+    save_steps: NonNegative = Field(500, description="a checkpoint (weights, optimizer, scheduler, RNG) every "
+                                    "N optimizer steps, only the last kept; 0 = none")
+    launcher: Literal["none", "accelerate", "torchrun"] = Field("none", description="how training starts: in "
+                                                                "this process (none), or accelerate/torchrun")
+    num_processes: Count = Field(1, description="training processes (one per GPU) the launcher starts")
+    accelerate_config: str | None = Field(None, description="an accelerate config file for "
+                                          "launcher=accelerate; None = accelerate's default")
+    match_steps_of: str | None = Field(None, description="path of an UNDO run: train one-shot for its total "
+                                       "optimizer steps; None = off")
 
 
 class BudgetConfig(Section):
@@ -230,8 +266,10 @@ class BudgetConfig(Section):
     raising a budget and resuming is how a run goes on, so both may change on resume."""
 
     RESUMABLE = frozenset({"teacher_tokens", "cost"})
-    teacher_tokens: Count | None = None  # prompt + completion tokens
-    cost: Positive | None = None  # USD, priced with teacher.price
+    teacher_tokens: Count | None = Field(None, description="the most billed teacher tokens (prompt + "
+                                         "completion) over the run; None = no limit")
+    cost: Positive | None = Field(None, description="the most the teacher may cost over the run, in USD priced "
+                                  "with teacher.price; None = no limit")
 
     @property
     def limited(self) -> bool:
@@ -240,43 +278,57 @@ class BudgetConfig(Section):
 
 class LoopConfig(Section):
     RESUMABLE = frozenset({"max_iterations", "patience", "flow_train_eval", "budget", "min_delta"})
-    method: Literal["undo", "oneshot"] = "undo"
-    max_iterations: NonNegative = 3
-    patience: Count = 1
-    mix: Literal["mix", "replace", "accumulate"] = "mix"
-    student_init: Literal["base", "continue"] = "base"
-    # where an iteration's explanations of the failed train questions come from: `teacher`
-    # (UNDO: the teacher rewrites them from the student's feedback) or `repeat` (the ablation:
-    # no teacher call, each failed question gets its previous verified rationale again,
-    # teacher.refine_samples copies), which separates the teacher's new explanation from
+    method: Literal["undo", "oneshot"] = Field("undo", description="undo (train, diagnose, refine, repeat) or "
+                                               "oneshot (the baseline: one training, no refinement)")
+    max_iterations: NonNegative = Field(3, description="refinement iterations after the first training "
+                                        "(iteration 0); 0 = none")
+    patience: Count = Field(1, description="stop after this many iterations in a row without a val gain "
+                            "above min_delta")
+    mix: Literal["mix", "replace", "accumulate"] = Field("mix", description="the next training set: mix (the "
+                                                         "student's correct traces + refined ones), replace "
+                                                         "(teacher traces only) or accumulate (all so far)")
+    student_init: Literal["base", "continue"] = Field("base", description="each iteration trains the base "
+                                                      "student afresh, or continues the previous iteration's")
+    # `repeat` (teacher.refine_samples copies) separates the teacher's new explanation from
     # more training on the failed questions plus the student's own correct traces
-    refine: Literal["teacher", "repeat"] = "teacher"
-    val_errors_shown: NonNegative = 20
-    eval_base: bool = True  # also score the untrained student (the comparison's first row)
-    # after the loop the last student answers train too (where the next iteration's diagnosis
-    # would go), so the learning flow knows whether its refined questions were fixed
-    flow_train_eval: bool = True
-    budget: BudgetConfig = Field(default_factory=BudgetConfig)
-    # an iteration counts as an improvement only when val accuracy rises by more than this
-    # (patience counts the others): 0.02 stops a loop whose gains are within noise
-    min_delta: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    refine: Literal["teacher", "repeat"] = Field("teacher", description=(
+        "where the failed train questions' new explanations come from: teacher (UNDO: rewritten from the "
+        "student's feedback) or repeat (the ablation: no teacher call, each gets its previous verified "
+        "rationale again)"))
+    val_errors_shown: NonNegative = Field(20, description="val answers, mistakes first, shown to the teacher "
+                                          "in the refine prompt as the student's profile; 0 = none")
+    eval_base: bool = Field(True, description="also score the untrained student (the comparison's first row)")
+    flow_train_eval: bool = Field(True, description="after the loop the last student answers train too, so "
+                                  "the learning flow knows whether its refined questions were fixed")
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="what the teacher may spend over "
+                                 "the whole run")
+    # patience counts the iterations that do not: 0.02 stops a loop whose gains are within noise
+    min_delta: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="an iteration counts as an "
+                                                           "improvement only when val accuracy rises by more "
+                                                           "than this (0.02 = 2 points)")
 
 
 class OutputConfig(Section):
     RESUMABLE = frozenset({"dir"})
-    dir: str = "runs"
+    dir: str = Field("runs", description="the folder that holds the run folders")
 
 
 class RunConfig(Section):
-    name: str = "undo-run"  # the run folder under output.dir
-    seed: NonNegative = 0
-    task: TaskConfig = Field(default_factory=TaskConfig)
-    splits: SplitsConfig = Field(default_factory=SplitsConfig)
-    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
-    student: StudentConfig = Field(default_factory=StudentConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    loop: LoopConfig = Field(default_factory=LoopConfig)
-    output: OutputConfig = Field(default_factory=OutputConfig)
+    name: str = Field("undo-run", description="the run folder under output.dir (one folder name, not a path)")
+    seed: NonNegative = Field(0, description="the run's seed: splits, sampling, and training unless train.seed")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="the task: its data and how answers "
+                             "are graded")
+    splits: SplitsConfig = Field(default_factory=SplitsConfig, description="how many questions train, val "
+                                 "and test get")
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig, description="the model that writes and "
+                                   "refines rationales, and how it is asked")
+    student: StudentConfig = Field(default_factory=StudentConfig, description="the small model being "
+                                   "trained, and how it answers")
+    train: TrainConfig = Field(default_factory=TrainConfig, description="how the student is fine-tuned on "
+                               "each iteration's rationales")
+    loop: LoopConfig = Field(default_factory=LoopConfig, description="the UNDO loop: iterations, stopping, "
+                             "how each training set is built, the teacher's budget")
+    output: OutputConfig = Field(default_factory=OutputConfig, description="where run folders are written")
 
     @model_validator(mode="after")
     def _budget_has_a_price(self) -> RunConfig:
@@ -316,27 +368,79 @@ def resume_diff(saved: RunConfig, current: RunConfig) -> list[str]:
     return diff
 
 
-def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
-    keys: list[str] = []
+def _fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every key of `model` as (dotted name, field), a section before its keys, in field order."""
     for name, field in model.model_fields.items():
         dotted = f"{prefix}{name}"
-        keys.append(dotted)
+        yield dotted, field
         ann = field.annotation
         for sub in (ann, *getattr(ann, "__args__", ())):
             if isinstance(sub, type) and issubclass(sub, BaseModel):
-                keys.extend(_valid_keys(sub, dotted + "."))
-    return keys
+                yield from _fields(sub, dotted + ".")
+
+
+def _valid_keys(model: type[BaseModel], prefix: str = "") -> list[str]:
+    return [key for key, _ in _fields(model, prefix)]
+
+
+_BOUNDS = {"ge": ">=", "gt": ">", "le": "<=", "lt": "<"}
+
+
+def _type_name(ann: Any, metadata: list[Any] | None = None) -> str:
+    """A field's type in one word for `undo keys`: int>=1, 0<float<=1, stepwise|concise, str|None."""
+    origin, args = get_origin(ann), get_args(ann)
+    if ann is type(None):
+        return "None"
+    if origin is Annotated:  # an alias such as Count inside a union: its constraints ride along
+        return _type_name(args[0], [m for a in args[1:] for m in getattr(a, "metadata", [a])])
+    if origin in (Union, types.UnionType):
+        return "|".join(_type_name(a) for a in args)
+    if origin is Literal:
+        return "|".join(str(a) for a in args)
+    if origin is not None:
+        return f"{origin.__name__}[{','.join(_type_name(a) for a in args)}]"
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return "section"
+    name = getattr(ann, "__name__", str(ann))
+    bounds = [(op, getattr(m, attr)) for m in metadata or []
+              for attr, op in _BOUNDS.items() if hasattr(m, attr)]
+    lower = [f"{v}{op.replace('>', '<')}" for op, v in bounds if op.startswith(">")]
+    upper = [f"{op}{v}" for op, v in bounds if op.startswith("<")]
+    if lower and upper:  # 0<float<=1
+        return f"{lower[0]}{name}{upper[0]}"
+    return name + "".join(f"{op}{v}" for op, v in bounds)
+
+
+def _default_text(field: FieldInfo) -> str:
+    """The default as a `key=value` override writes it: null, true, [a, b]; a section is {}."""
+    value = field.get_default(call_default_factory=True)
+    if isinstance(value, BaseModel):
+        return "{}"
+    text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=1 << 16)
+    return text.removesuffix("\n...\n").strip()
+
+
+def describe_keys(prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, description) of every config key, or of `prefix` and the keys
+    under it (`teacher.openai`); UserError naming an unknown prefix."""
+    prefix = prefix.strip().rstrip(".")
+    rows = [(key, _type_name(f.annotation, f.metadata), _default_text(f), f.description or "")
+            for key, f in _fields(RunConfig) if not prefix or key == prefix or key.startswith(prefix + ".")]
+    if not rows:
+        raise UserError(_unknown_key_message(prefix))
+    return rows
 
 
 def _unknown_key_message(key: str) -> str:
-    valid = _valid_keys(RunConfig)
+    fields = dict(_fields(RunConfig))
+    valid = list(fields)
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     if not close:  # a misspelt leaf under a right section: match the leaf alone
         leaf = key.rsplit(".", 1)[-1]
         section = key.rsplit(".", 1)[0] + "." if "." in key else ""
         cands = [k for k in valid if k.startswith(section)]
         close = difflib.get_close_matches(section + leaf, cands, n=1, cutoff=0.5)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = f" (did you mean '{close[0]}': {fields[close[0]].description}?)" if close else ""
     return f"unknown config key '{key}'{hint}"
 
 

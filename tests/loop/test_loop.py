@@ -310,8 +310,9 @@ def test_bad_config_is_one_clear_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "undo.cli", "run", str(bad), "--dry-run"],
                        capture_output=True, text=True)
     assert r.returncode == 2
-    assert r.stderr.strip() == (f"error: {bad}: unknown config key 'loop.patiance' "
-                                "(did you mean 'loop.patience'?)")
+    assert r.stderr.strip() == (f"error: {bad}: unknown config key 'loop.patiance' (did you mean "
+                                "'loop.patience': stop after this many iterations in a row without a val "
+                                "gain above min_delta?)")
 
 
 def test_resume_accepts_a_config_saved_before_a_new_key_existed(tmp_path):

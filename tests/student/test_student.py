@@ -1,7 +1,9 @@
 """Student generation, evaluation and training (LoRA, full, continue, 2-process torchrun).
 
-The real offline student (smollm2-135m-instruct, GGUF) is loaded once and saved
-as safetensors into a temp folder; every later load reads that (~1 s, not ~25 s).
+Mechanics (batching, seeds, resume, the loss, saving, two processes) run on the tiny
+random model of tests/tiny_model.py. What needs a model that reads and writes (copying a
+sentence, learning the answer line from 16 examples) uses the real offline student
+(smollm2-135m-instruct, GGUF), loaded once and saved as safetensors into a temp folder.
 """
 
 from __future__ import annotations
@@ -218,6 +220,22 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(dir=str(folder), model=model, tok=tok)
 
 
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """The tiny random chat model (two layers, 64 wide): a second to build, no download."""
+    import torch
+    from tiny_model import build_tiny_llama
+
+    from undo.lm.models import load_model, load_tokenizer, resolve_model
+
+    folder = build_tiny_llama(tmp_path_factory.mktemp("tiny"))
+    resolved = resolve_model(str(folder))
+    model = load_model(resolved, device="cpu").eval()
+    with torch.no_grad():  # random logits are nearly flat: spread them so greedy has no near-ties
+        model.lm_head.weight.mul_(50.0)
+    return SimpleNamespace(dir=str(folder), model=model, tok=load_tokenizer(resolved))
+
+
 def _examples(n: int, start: int = 0) -> list[dict]:
     from undo.student.train import make_example
 
@@ -314,11 +332,10 @@ class _ScriptedLM:
         return SimpleNamespace(logits=logits)
 
 
-@pytest.mark.slow
-def test_finished_rows_leave_the_batch(base: SimpleNamespace) -> None:
+def test_finished_rows_leave_the_batch(tiny: SimpleNamespace) -> None:
     from undo.lm.generate import encode_chats
 
-    tok = base.tok
+    tok = tiny.tok
     convs = [[{"role": "user", "content": "x " * n}] for n in (1, 3, 5, 7)]
     lengths = [len(p) for p in encode_chats(tok, convs)]
     assert len(set(lengths)) == 4
@@ -342,24 +359,24 @@ def test_finished_rows_leave_the_batch(base: SimpleNamespace) -> None:
     assert sum(lm.widths) < 4 * len(lm.widths)
 
 
-@pytest.mark.slow
-def test_seeded_sampling_is_reproducible(base: SimpleNamespace) -> None:
+def test_seeded_sampling_is_reproducible(tiny: SimpleNamespace) -> None:
     convs = [[{"role": "user", "content": "Name an animal."}]] * 2
     kw = dict(max_new_tokens=12, temperature=0.9, top_p=0.95, seed=3, batch_size=2)
-    a = generate_chat(base.model, base.tok, convs, **kw)
-    b = generate_chat(base.model, base.tok, convs, **kw)
+    a = generate_chat(tiny.model, tiny.tok, convs, **kw)
+    b = generate_chat(tiny.model, tiny.tok, convs, **kw)
     assert [g.text for g in a] == [g.text for g in b]
+    other = generate_chat(tiny.model, tiny.tok, convs, **{**kw, "seed": 4})
+    assert [g.text for g in other] != [g.text for g in a]  # the seed decides, so the check can fail
 
 
 # ---- evaluation ----------------------------------------------------------------------
 
 
-@pytest.mark.slow
-def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> None:
+def test_evaluate_writes_and_resumes(tiny: SimpleNamespace, tmp_path: Path) -> None:
     records = [rec for rec, _ in svamp_rows(24, 4)]
-    cfg = StudentConfig(model=base.dir, max_new_tokens=16, batch_size=2)
+    cfg = StudentConfig(model=tiny.dir, max_new_tokens=16, batch_size=2)
     out = tmp_path / "attempts.jsonl"
-    first = evaluate(records[:3], base.dir, cfg, out_path=out)
+    first = evaluate(records[:3], tiny.dir, cfg, out_path=out)
     assert first.n == 3
     # every row's verdict is the grader's on the text it recorded, and the count is theirs
     assert [a["correct"] for a in first.attempts] == [r.grade(a["output"]).correct
@@ -375,7 +392,7 @@ def test_evaluate_writes_and_resumes(base: SimpleNamespace, tmp_path: Path) -> N
     survivors = read_attempts(out)
     assert len(survivors) == 2
     seen: list[int] = []
-    again = evaluate(records, base.dir, cfg, out_path=out, progress=seen.append)
+    again = evaluate(records, tiny.dir, cfg, out_path=out, progress=seen.append)
     assert [a["id"] for a in again.attempts] == [r.id for r in records]
     assert all(again.attempts[records.index(r)] == survivors[r.id]
                for r in records if r.id in survivors)
@@ -432,31 +449,35 @@ def test_continue_training_a_lora_student(lora_student: SimpleNamespace, tmp_pat
     assert r.first_loss < lora_student.result.first_loss * 0.8
 
 
-@pytest.mark.slow
-def test_full_finetune_saves_a_loadable_model(base: SimpleNamespace, tmp_path: Path) -> None:
+def test_full_finetune_saves_a_loadable_model(tiny: SimpleNamespace, tmp_path: Path) -> None:
+    import torch
+
     from undo.lm.models import load_model, resolve_model
     from undo.student.train import train_student
 
     out = tmp_path / "full"
-    student = StudentConfig(model=base.dir, lora=None)
-    train = TrainConfig(max_steps=2, batch_size=2, lr=1e-4, max_seq_len=256, logging_steps=1)
+    student = StudentConfig(model=tiny.dir, lora=None)
+    train = TrainConfig(max_steps=2, batch_size=2, lr=1e-3, max_seq_len=256, logging_steps=1)
     r = train_student(_examples(4), out, student, train, seed=0, progress=False)
     assert r.steps == 2 and (out / "config.json").exists()
     assert not (out / "adapter_config.json").exists()
     model = load_model(resolve_model(str(out)), device="cpu")
-    assert sum(p.numel() for p in model.parameters()) > 100_000_000
+    before = load_model(resolve_model(tiny.dir), device="cpu")
+    trained = dict(model.named_parameters())
+    assert trained.keys() == dict(before.named_parameters()).keys()  # every weight, no adapter
+    assert any(not torch.equal(p, trained[k]) for k, p in before.named_parameters())
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes(base: SimpleNamespace, tmp_path: Path) -> None:
+def test_torchrun_two_processes(tiny: SimpleNamespace, tmp_path: Path) -> None:
     from undo.student.launch import launch_training
 
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e) + "\n" for e in _examples(16)))
     cfg = tmp_path / "run.yaml"
     cfg.write_text(
-        f"seed: 0\nstudent: {{model: {base.dir}}}\n"
-        "train: {max_steps: 4, batch_size: 2, lr: 1.0e-3, max_seq_len: 256, logging_steps: 1,"
+        f"seed: 0\nstudent: {{model: {tiny.dir}}}\n"
+        "train: {max_steps: 4, batch_size: 2, lr: 1.0e-2, max_seq_len: 256, logging_steps: 1,"
         " warmup_ratio: 0.0}\n"
     )
     out = tmp_path / "ddp"
@@ -481,15 +502,14 @@ def test_launcher_failure_is_a_user_error(tmp_path: Path) -> None:
         launch_training(data, tmp_path / "out", cfg, "torchrun", 1, progress=False)
 
 
-@pytest.mark.slow
-def test_loss_on_completion_positions_equals_the_models_own(base: SimpleNamespace) -> None:
+def test_loss_on_completion_positions_equals_the_models_own(tiny: SimpleNamespace) -> None:
     """The CPU trainer projects onto the vocabulary only where the next token is a target;
     the loss must be the model's own token-mean NLL, padded or padding-free alike."""
     import torch
 
     from undo.student.train import _plain_loss_trainer
 
-    tok = base.tok
+    tok = tiny.tok
     seqs = [tok(t, add_special_tokens=False)["input_ids"] for t in
             ("Question: two plus two? Answer: 2 + 2 = 4. The answer is 4.",
              "Q: 7 - 3? A: 7 - 3 = 4. The answer is 4. Done now.")]
@@ -504,7 +524,7 @@ def test_loss_on_completion_positions_equals_the_models_own(base: SimpleNamespac
         labels[i, prompt_len[i] : len(s)] = torch.tensor(s[prompt_len[i] :])
     trainer = SimpleNamespace(args=SimpleNamespace(average_tokens_across_devices=False))
     loss_fn = _plain_loss_trainer().compute_loss
-    model = base.model.eval()
+    model = tiny.model.eval()
     with torch.no_grad():
         ref = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         ours = loss_fn(trainer, model, {"input_ids": ids, "attention_mask": mask, "labels": labels})
@@ -546,32 +566,31 @@ def test_lora_student_loads_merged_with_the_same_outputs(lora_student: SimpleNam
     assert (a - base_model(input_ids=ids).logits).abs().max() > 1e-3  # the adapter did change it
 
 
-@pytest.mark.slow
-def test_repeated_prompts_prefill_once_and_each_row_samples_on_its_own(base: SimpleNamespace) -> None:
+def test_repeated_prompts_prefill_once_and_each_row_samples_on_its_own(tiny: SimpleNamespace) -> None:
     """k samples of one prompt (a teacher's refinements) share one prefill, and greedy and
     sampled rows share a batch: each row's text is the one it gets alone."""
     from undo.lm.generate import RowSampling
 
     prefill_rows: list[int] = []
 
-    class Spy:  # the real model, noting how many rows each prompt prefill carries
-        forward = type(base.model).forward  # what _cache_kwarg inspects
+    class Spy:  # the model, noting how many rows each prompt prefill carries
+        forward = type(tiny.model).forward  # what _cache_kwarg inspects
 
         def __getattr__(self, name: str):
-            return getattr(base.model, name)
+            return getattr(tiny.model, name)
 
         def __call__(self, **kw):
             if kw.get("logits_to_keep") == 1 and kw.get("attention_mask") is not None:
                 prefill_rows.append(kw["input_ids"].shape[0])
-            return base.model(**kw)
+            return tiny.model(**kw)
 
     animal = [{"role": "user", "content": "Name an animal and describe it."}]
     color = [{"role": "user", "content": "Name a color."}]
     convs = [animal, animal, animal, color]
     rows = [RowSampling(0.0), RowSampling(0.9, 0.95, 11), RowSampling(0.9, 0.95, 12), RowSampling(0.0)]
-    gens = generate_chat(Spy(), base.tok, convs, max_new_tokens=16, batch_size=4, sampling=rows)
+    gens = generate_chat(Spy(), tiny.tok, convs, max_new_tokens=16, batch_size=4, sampling=rows)
     assert prefill_rows == [2]  # two distinct prompts, not four rows
-    alone = [generate_chat(base.model, base.tok, [c], max_new_tokens=16, sampling=[rs])[0].text
+    alone = [generate_chat(tiny.model, tiny.tok, [c], max_new_tokens=16, sampling=[rs])[0].text
              for c, rs in zip(convs, rows, strict=True)]
     assert [g.text for g in gens] == alone
 
