@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from undo.errors import UserError
+from undo.rows import IterationMetrics, RationaleRow, StudentAttempt, Summary, TrainRow
 
 
 def _umask() -> int:
@@ -90,7 +91,7 @@ class JsonlAppender:
         _cut_torn_tail(self.path)
         self._f = self.path.open("a", encoding="utf-8")
 
-    def write(self, rows: list[dict[str, Any]]) -> None:
+    def write(self, rows: Iterable[Mapping[str, Any]]) -> None:
         self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         self._f.flush()
         os.fsync(self._f.fileno())
@@ -105,13 +106,13 @@ class JsonlAppender:
         self.close()
 
 
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+def append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
     """One row, on disk when this returns: a kill loses at most the row being written."""
     with JsonlAppender(path) as w:
         w.write([row])
 
 
-def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     write_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
@@ -134,6 +135,35 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                                     "is redone) or the file") from None
         except UnicodeDecodeError:
             raise UserError(f"{path}: not UTF-8 text") from None
+
+
+# The run folder's files read as their rows.py types (the same rows, read as read_jsonl and
+# read_json read them: nothing is checked or converted)
+
+
+def read_rationale_rows(path: Path) -> Iterator[RationaleRow]:
+    """iter_K/rationales.jsonl (and iter_0/examples*.jsonl): the teacher's rows."""
+    return cast("Iterator[RationaleRow]", read_jsonl(path))
+
+
+def read_attempt_rows(path: Path) -> Iterator[StudentAttempt]:
+    """iter_K/attempts_<split>.jsonl (and a transfer folder's): the student's graded answers."""
+    return cast("Iterator[StudentAttempt]", read_jsonl(path))
+
+
+def read_train_rows(path: Path) -> Iterator[TrainRow]:
+    """iter_K/train_data.jsonl: the training set of an iteration."""
+    return cast("Iterator[TrainRow]", read_jsonl(path))
+
+
+def read_metrics(path: Path) -> IterationMetrics:
+    """iter_K/metrics.json (or base/metrics.json)."""
+    return cast("IterationMetrics", read_json(path))
+
+
+def read_summary(path: Path) -> Summary:
+    """summary.json of a finished run."""
+    return cast("Summary", read_json(path))
 
 
 def claim_output(path: Path, made_by: dict[str, Any]) -> None:
@@ -228,7 +258,7 @@ class RunStore:
         path = self.summary_file
         if not path.exists():
             raise UserError(f"{self.root}: unfinished run; {hint}")
-        return int(read_json(path)["best_iteration"])
+        return int(read_summary(path)["best_iteration"])
 
     def _marker(self, k: int | str, stage: str) -> Path:
         return self.iter_dir(k) / ".done" / stage

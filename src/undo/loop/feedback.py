@@ -12,6 +12,7 @@ import random
 from typing import Any
 
 from undo.arithmetic import corrects
+from undo.rows import RationaleRow, StudentAttempt, Tailoring
 from undo.tasks.base import Record
 from undo.teacher.rationale import TeachItem
 
@@ -23,7 +24,7 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[:n].rstrip() + " ..."
 
 
-def solved(attempt: dict[str, Any] | None, check_steps: bool = True) -> bool:
+def solved(attempt: StudentAttempt | None, check_steps: bool = True) -> bool:
     """The student answered right, and (with teacher.check_steps) every written calculation
     holds: a right answer reached through "42 + 15 = 19" is an error worth refining."""
     return bool(attempt and attempt["correct"]
@@ -32,7 +33,7 @@ def solved(attempt: dict[str, Any] | None, check_steps: bool = True) -> bool:
 
 def student_profile(
     val_history: list[tuple[int, float]],
-    val_attempts: list[dict[str, Any]],
+    val_attempts: list[StudentAttempt],
     shown: int,
     seed: int,
 ) -> dict[str, Any]:
@@ -57,7 +58,7 @@ def student_profile(
 
 def refine_items(
     train: list[Record],
-    train_attempts: dict[str, dict[str, Any]],
+    train_attempts: dict[str, StudentAttempt],
     teacher_history: dict[str, list[dict[str, Any]]],
     profile: dict[str, Any] | None,
     show_history: bool,
@@ -97,14 +98,14 @@ def _same_text(a: str, b: str) -> bool:
     return " ".join(a.split()) == " ".join(b.split())
 
 
-def tailoring(items: list[TeachItem], refined: dict[str, dict[str, Any]]) -> dict[str, int]:
+def tailoring(items: list[TeachItem], refined: dict[str, RationaleRow]) -> Tailoring:
     """Did the refinements answer the student, or repeat the old explanation?
 
     Over every verified refined text: how many differ from the question's previous verified
     rationale (whitespace aside) and how many are that rationale again; and, for questions
     whose refine request showed the student's attempt with its first false calculation,
     how many texts write that calculation correctly (`arithmetic.corrects`)."""
-    out = {"questions": len(items), "questions_verified": 0, "questions_new": 0, "texts": 0,
+    out: Tailoring = {"questions": len(items), "questions_verified": 0, "questions_new": 0, "texts": 0,
            "texts_new": 0, "texts_same": 0, "attempt_shown": 0, "false_step_named": 0,
            "false_step_texts": 0, "false_step_fixed": 0}
     for it in items:

@@ -14,10 +14,9 @@ teacher rationale, if any; otherwise it is left out and counted.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 from undo.loop.feedback import solved as is_solved
-from undo.rows import TrainRow
+from undo.rows import RationaleRow, StudentAttempt, TrainRow
 from undo.tasks.base import Record
 
 
@@ -30,14 +29,14 @@ def mix_training_set(
     policy: str,
     iteration: int,
     train: list[Record],
-    train_attempts: dict[str, dict[str, Any]],
-    refined: dict[str, dict[str, Any]],
+    train_attempts: dict[str, StudentAttempt],
+    refined: dict[str, RationaleRow],
     latest_teacher: dict[str, str],
-    previous_rows: list[dict[str, Any]],
+    previous_rows: list[TrainRow],
     check_steps: bool = True,
-) -> tuple[list[dict[str, Any]], dict[str, int]]:
+) -> tuple[list[TrainRow], dict[str, int]]:
     """Returns (rows, counts by source); rows carry id, question, rationale, source."""
-    rows: list[dict[str, Any]] = []
+    rows: list[TrainRow] = []
     if policy == "accumulate":
         rows = list(previous_rows)
     for r in train:

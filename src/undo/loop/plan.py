@@ -10,7 +10,7 @@ from undo.config import RunConfig
 from undo.errors import UserError
 from undo.lm.engines import ENGINES, resolve_backend
 from undo.lm.models import resolve_model
-from undo.runstore import RunStore, read_json
+from undo.runstore import RunStore, read_summary
 from undo.tasks import make_splits
 
 # a rough prompt size for the bound; refine prompts carry the student's attempt too
@@ -193,4 +193,4 @@ def matched_steps(run_dir: Path) -> int:
     path = RunStore(run_dir).summary_file
     if not path.exists():
         raise UserError(f"train.match_steps_of: {path} not found (finish that run first)")
-    return int(read_json(path)["total_steps"])
+    return int(read_summary(path)["total_steps"])

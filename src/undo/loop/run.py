@@ -22,8 +22,20 @@ from undo.loop.feedback import refine_items, solved, student_profile, tailoring
 from undo.loop.mixing import mix_training_set
 from undo.loop.plan import matched_steps, preflight
 from undo.registries import check_registered
-from undo.rows import IterationMetrics, Summary
-from undo.runstore import RunStore, append_jsonl, read_json, read_jsonl, write_atomic, write_json, write_jsonl
+from undo.rows import IterationMetrics, RationaleRow, StageUsage, StudentAttempt, Summary, TrainRow, UsageCounts
+from undo.runstore import (
+    RunStore,
+    append_jsonl,
+    read_attempt_rows,
+    read_json,
+    read_jsonl,
+    read_metrics,
+    read_rationale_rows,
+    read_train_rows,
+    write_atomic,
+    write_json,
+    write_jsonl,
+)
 from undo.tasks import Record, make_splits
 from undo.teacher.base import Usage
 from undo.teacher.budget import TeacherBudget, budget_summary, measured_bytes_per_token, spent_before
@@ -130,13 +142,13 @@ class UndoRun:
     # ---- stages ------------------------------------------------------------------
 
     def teach(self, k: int, items: list[TeachItem], label: str,
-              examples: list[dict[str, str]] | None = None, stage: str = "teach") -> list[dict[str, Any]]:
+              examples: list[dict[str, str]] | None = None, stage: str = "teach") -> list[RationaleRow]:
         """A teacher stage of iteration k: `teach` (explain or refine: rationales.jsonl), or one
         of the zero-shot passes that write worked examples (EXAMPLE_STAGES)."""
         rows_file, usage_file = STAGE_FILES[stage]
         path = self.store.path(k, rows_file)
         if self.store.done(k, stage):
-            return list(read_jsonl(path))
+            return list(read_rationale_rows(path))
         # what earlier, interrupted invocations of this stage spent: a resumed run's usage
         # is the sum over all of them (what they finished comes back as cache hits)
         partial = self.store.path(k, usage_file.replace(".json", ".partial.json"))
@@ -172,7 +184,7 @@ class UndoRun:
             finally:
                 save(force=True)
         total = usage.merged(earlier)
-        info = {"usage": total.to_dict(), "invocations": invocations, "summary": summarize(rows),
+        info: StageUsage = {"usage": total.to_dict(), "invocations": invocations, "summary": summarize(rows),
                 "cost_usd": total.cost(self.cfg.teacher.price)}
         write_json(self.store.path(k, usage_file), info)
         self.store.mark_done(k, stage)
@@ -188,7 +200,7 @@ class UndoRun:
             n, train = self.cfg.teacher.few_shot, self.splits["train"]
             self._examples = few_shot_examples(train, n)
             if n and not self._examples:
-                def run_pass(stage: str, records: list[Record]) -> list[dict[str, Any]]:
+                def run_pass(stage: str, records: list[Record]) -> list[RationaleRow]:
                     return self.teach(0, [TeachItem(r) for r in records], f"teacher writes worked examples "
                                       f"({stage})", [], stage=stage)
 
@@ -199,7 +211,7 @@ class UndoRun:
                                  "going on with those")
         return self._examples
 
-    def repeat(self, k: int, items: list[TeachItem]) -> list[dict[str, Any]]:
+    def repeat(self, k: int, items: list[TeachItem]) -> list[RationaleRow]:
         """loop.refine=repeat: each failed question's refinement is its previous verified
         rationale again (teacher.refine_samples copies, the most a refinement adds), with no
         teacher call; written as iteration k's rationales so the run folder reads as usual."""
@@ -211,7 +223,7 @@ class UndoRun:
 
     def written_refinements(self, k: int, items: list[TeachItem],
                             refine: Callable[[TeachItem], tuple[str | None, str]], mode: str,
-                            usage_extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                            usage_extra: dict[str, Any] | None = None) -> list[RationaleRow]:
         """Iteration k's refine stage written without a teacher: `refine(item)` gives each
         question's (text or None, reason); rows as the teacher stage writes them (mode `mode`,
         teacher.refine_samples copies of the text), a zero usage (plus `usage_extra`, read
@@ -223,16 +235,19 @@ class UndoRun:
             for it in items:
                 text, reason = refine(it)
                 r = it.record
-                append_jsonl(path, {
+                row: RationaleRow = {
                     "id": r.id, "question": r.question, "answer": r.answer, "choices": r.choices,
                     "rationale": text, "rationales": [text] * copies if text else [],
                     "verdict": VERIFIED if text else FAILED, "reason": reason,
-                    "mode": mode, "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}})
+                    "mode": mode, "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
+                append_jsonl(path, row)
+            # StageUsage, plus the keys of usage_extra
             write_json(self.store.path(k, "teacher_usage.json"), {
-                "usage": Usage().to_dict(), "invocations": 1, "summary": summarize(list(read_jsonl(path))),
+                "usage": Usage().to_dict(), "invocations": 1,
+                "summary": summarize(list(read_rationale_rows(path))),
                 "cost_usd": None, **(usage_extra or {})})
             self.store.mark_done(k, "teach")
-        return list(read_jsonl(path))
+        return list(read_rationale_rows(path))
 
     def teacher_budget(self, k: int) -> TeacherBudget | None:
         """What the teacher may still spend at iteration k's stage (None: no budget set)."""
@@ -250,7 +265,7 @@ class UndoRun:
             cost_left=None if b.cost is None else b.cost - (spent.cost(t.price) or 0.0),
             price=t.price, bytes_per_token=ratio, max_tokens=t.max_tokens)
 
-    def attempts(self, k: int | str, split: str, student_dir: str) -> dict[str, dict[str, Any]]:
+    def attempts(self, k: int | str, split: str, student_dir: str) -> dict[str, StudentAttempt]:
         """The student's graded answers on a split (eval and diagnose share this)."""
         from undo.student.evaluate import evaluate
 
@@ -261,7 +276,7 @@ class UndoRun:
             with display.stage(f"iter {k} · student answers {split}", len(records)) as advance:
                 evaluate(records, student_dir, self.cfg.student, out_path=path, progress=advance)
             self.store.mark_done(k, stage_name)
-        rows = {a["id"]: a for a in read_jsonl(path)}
+        rows = {a["id"]: a for a in read_attempt_rows(path)}
         missing = [r.id for r in self.splits[split] if r.id not in rows]
         if missing:  # a score over part of a split would be a different number, silently
             raise UserError(f"{path}: no attempt for {len(missing)} of the {len(self.splits[split])} "
@@ -269,14 +284,14 @@ class UndoRun:
                             f"{self.store.iter_dir(k) / '.done' / stage_name} to redo it")
         return {r.id: rows[r.id] for r in self.splits[split]}
 
-    def score(self, k: int | str, student_dir: str, metrics: dict[str, Any]) -> None:
+    def score(self, k: int | str, student_dir: str, metrics: IterationMetrics) -> None:
         """val/test accuracy and counts of the student at `student_dir` into metrics."""
         for split in ("val", "test"):
             att = self.attempts(k, split, student_dir)
             metrics[f"{split}_acc"] = sum(a["correct"] for a in att.values()) / max(len(att), 1)
             metrics[f"{split}_n"] = len(att)
 
-    def train(self, k: int | str, rows: list[dict[str, Any]], init_from: str) -> dict[str, Any]:
+    def train(self, k: int | str, rows: list[TrainRow], init_from: str) -> dict[str, Any]:
         from undo.student.fit import fit
         from undo.student.train import make_example
 
@@ -310,7 +325,7 @@ class UndoRun:
         """id -> verified teacher rationales from iterations < upto, oldest first."""
         hist: dict[str, list[dict[str, Any]]] = {}
         for j in range(upto):
-            for row in read_jsonl(self.store.path(j, "rationales.jsonl")):
+            for row in read_rationale_rows(self.store.path(j, "rationales.jsonl")):
                 if row.get("rationale"):
                     hist.setdefault(row["id"], []).append(
                         {"iteration": j, "rationale": row["rationale"]})
@@ -321,16 +336,16 @@ class UndoRun:
         for j in range(upto):
             p = self.store.path(j, "metrics.json")
             if p.exists():
-                out.append((j, read_json(p)["val_acc"]))
+                out.append((j, read_metrics(p)["val_acc"]))
         return out
 
     # ---- one iteration -------------------------------------------------------------
 
-    def iteration(self, k: int) -> dict[str, Any] | None:
+    def iteration(self, k: int) -> IterationMetrics | None:
         """Run (or resume) iteration k; None when the student already solves all of train."""
         mpath = self.store.path(k, "metrics.json")
         if mpath.exists():
-            return read_json(mpath)
+            return read_metrics(mpath)
         t0 = time.time()
         cfg, train = self.cfg, self.splits["train"]
         metrics: IterationMetrics = {"iteration": k}
@@ -341,7 +356,7 @@ class UndoRun:
             data, counts = mix_training_set("replace", 0, train, {}, {},
                                             {r["id"]: r["rationale"] for r in rows
                                              if r["rationale"]}, [])
-            metrics.update(train_errors=None, refined_verified=None, refined_failed=None)
+            metrics.update({"train_errors": None, "refined_verified": None, "refined_failed": None})
         else:
             mixed = self._refine_and_mix(k, metrics)
             if mixed is None:
@@ -351,7 +366,7 @@ class UndoRun:
         if not self.store.done(k, "mix"):
             write_jsonl(data_path, data)
             self.store.mark_done(k, "mix", {"sources": counts})
-        data = list(read_jsonl(data_path))
+        data = list(read_train_rows(data_path))
         metrics["train_examples"] = len(data)
         metrics["sources"] = counts
         init = (str(self.store.path(k - 1, "student"))
@@ -361,7 +376,7 @@ class UndoRun:
         student_dir = str(self.store.path(k, "student"))
         self.score(k, student_dir, metrics)
         # iteration 0's teacher work includes the zero-shot pass that wrote worked examples
-        usages = [read_json(p)["usage"] for p in [self.store.path(k, "teacher_usage.json")]
+        usages: list[UsageCounts] = [read_json(p)["usage"] for p in [self.store.path(k, "teacher_usage.json")]
                   + ([self.store.path(0, STAGE_FILES[st][1]) for st in EXAMPLE_STAGES] if k == 0 else [])
                   if p.exists()]
         metrics["teacher_tokens"] = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
@@ -371,7 +386,8 @@ class UndoRun:
         write_json(mpath, metrics)
         return metrics
 
-    def _refine_and_mix(self, k: int, metrics: dict[str, Any]) -> tuple[list[dict[str, Any]], Any] | None:
+    def _refine_and_mix(self, k: int,
+                        metrics: IterationMetrics) -> tuple[list[TrainRow], dict[str, int]] | None:
         """Iteration k >= 1 up to its training set: diagnose the previous student on train,
         have the failed questions refined (or repeated), and mix. None: nothing failed."""
         cfg, train = self.cfg, self.splits["train"]
@@ -382,7 +398,7 @@ class UndoRun:
         metrics["train_errors"] = wrong
         if wrong == 0:
             return None
-        val_prev = list(read_jsonl(self.store.path(k - 1, "attempts_val.jsonl")))
+        val_prev = list(read_attempt_rows(self.store.path(k - 1, "attempts_val.jsonl")))
         profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
                                   cfg.seed + k) if cfg.loop.val_errors_shown else None
         history = self.teacher_history(k)
@@ -395,7 +411,7 @@ class UndoRun:
             # the most diagnoses so far (the hardest) go first
             wrong_before = {r.id: 0 for r in train}
             for j in range(1, k + 1):  # the diagnoses of students 0..k-1
-                for a in read_jsonl(self.store.path(j, "attempts_train.jsonl")):
+                for a in read_attempt_rows(self.store.path(j, "attempts_train.jsonl")):
                     wrong_before[a["id"]] += not a["correct"]
             items.sort(key=lambda it: -wrong_before[it.record.id])
         if cfg.loop.refine == "teacher":
@@ -405,20 +421,20 @@ class UndoRun:
         metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
         metrics["tailoring"] = tailoring(items, refined)
         latest = {i: h[-1]["rationale"] for i, h in history.items()}
-        prev_rows = list(read_jsonl(self.store.path(k - 1, "train_data.jsonl")))
+        prev_rows = list(read_train_rows(self.store.path(k - 1, "train_data.jsonl")))
         return mix_training_set(cfg.loop.mix, k, train, diag, refined, latest, prev_rows, check)
 
-    def base_eval(self) -> dict[str, Any]:
+    def base_eval(self) -> IterationMetrics:
         """The untrained student on val and test: the row every comparison starts from."""
         path = self.store.path("base", "metrics.json")
         if path.exists():
-            return read_json(path)
-        m: dict[str, Any] = {"iteration": "base"}
+            return read_metrics(path)
+        m: IterationMetrics = {"iteration": "base"}
         self.score("base", self.cfg.student.model, m)
         write_json(path, m)
         return m
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Summary:
         from undo.outputs.tracking import Trackers
 
         self.prepare()
@@ -428,7 +444,7 @@ class UndoRun:
         finally:
             self.trackers.close()
 
-    def _track(self, rows: list[dict[str, Any]], m: dict[str, Any]) -> None:
+    def _track(self, rows: list[IterationMetrics], m: IterationMetrics) -> None:
         """Iteration m's training loss (its own step range) and metrics, to the trackers."""
         if not self.trackers:
             return
@@ -444,7 +460,7 @@ class UndoRun:
         cost = read_json(usage).get("cost_usd") if usage.exists() else None
         self.trackers.log(iteration_metrics(m, cost), offset)
 
-    def _run(self) -> dict[str, Any]:
+    def _run(self) -> Summary:
         cfg = self.cfg
         display.info(f"run folder: {self.store.root}  ·  train {len(self.splits['train'])}, "
                      f"val {len(self.splits['val'])}, test {len(self.splits['test'])}")
@@ -453,7 +469,7 @@ class UndoRun:
         if not self.store.done(0, "teach"):
             _ = self.teacher  # builds the backend and health-checks the endpoint
         fresh: list[int | str] = [] if self.store.path("base", "metrics.json").exists() else ["base"]
-        rows: list[dict[str, Any]] = [self.base_eval()] if cfg.loop.eval_base else []
+        rows: list[IterationMetrics] = [self.base_eval()] if cfg.loop.eval_base else []
         if fresh and rows:
             self._track(rows, rows[0])
         best_k, best_val, stop_reason = self._iterate(rows, fresh)
@@ -461,7 +477,7 @@ class UndoRun:
         self._announce(summary)
         return summary
 
-    def _iterate(self, rows: list[dict[str, Any]], fresh: list[int | str]) -> tuple[int | None, float, str]:
+    def _iterate(self, rows: list[IterationMetrics], fresh: list[int | str]) -> tuple[int | None, float, str]:
         """The iterations until the loop stops; each one's metrics row appended to `rows`.
         Returns (best iteration by val, its val accuracy, why the loop stopped)."""
         cfg = self.cfg
@@ -495,8 +511,8 @@ class UndoRun:
                     break
         return best_k, best_val, "oneshot" if cfg.loop.method == "oneshot" else stop_reason
 
-    def _summarize(self, rows: list[dict[str, Any]], fresh: list[int | str], best_k: int | None,
-                   best_val: float, stop_reason: str) -> dict[str, Any]:
+    def _summarize(self, rows: list[IterationMetrics], fresh: list[int | str], best_k: int | None,
+                   best_val: float, stop_reason: str) -> Summary:
         """summary.json, flow.json and the report of the finished loop (and the flow's curves)."""
         cfg = self.cfg
         iters = [r for r in rows if isinstance(r.get("iteration"), int)]
@@ -541,7 +557,7 @@ class UndoRun:
         write_report(self.store.root)
         return summary
 
-    def _announce(self, summary: dict[str, Any]) -> None:
+    def _announce(self, summary: Summary) -> None:
         """The end of a run on the terminal: the headline, the best iteration, one story."""
         cfg = self.cfg
         if summary.get("headline", {}).get("rows"):

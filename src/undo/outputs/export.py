@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from undo.errors import UserError
-from undo.runstore import RunStore, read_json, read_jsonl, swap_dir
+from undo.rows import IterationMetrics, RationaleRow, TrainRow
+from undo.runstore import RunStore, read_jsonl, read_metrics, read_rationale_rows, read_train_rows, swap_dir
 
 _MADE_BY = "undo_export.json"  # marks a folder an export wrote (an export may replace it)
 
@@ -55,7 +56,7 @@ def export_model(run_dir: Path, out: Path, iteration: int | None = None,
     if not (student / "train_result.json").exists():
         raise UserError(f"{student}: no trained student (iteration {iteration} has not finished training)")
     metrics_file = store.path(iteration, "metrics.json")
-    metrics = read_json(metrics_file) if metrics_file.exists() else {}
+    metrics: IterationMetrics = read_metrics(metrics_file) if metrics_file.exists() else {}
     info = {
         "run": str(run_dir.resolve()), "iteration": iteration, "student_base": cfg.student.model,
         "teacher": cfg.teacher.model, "method": cfg.loop.method, "task": cfg.task.name,
@@ -162,7 +163,7 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
     if not rows:
         raise UserError(f"{data_file}: empty training set; nothing to export")
     ds = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
-    metrics = [read_json(store.path(j, "metrics.json")) for j in store.iterations()
+    metrics = [read_metrics(store.path(j, "metrics.json")) for j in store.iterations()
                if store.path(j, "metrics.json").exists()]
     info = {"run": str(run_dir.resolve()), "iteration": k, "rows": len(rows), "teacher": cfg.teacher.model,
             "student": cfg.student.model, "method": cfg.loop.method, "task": cfg.task.name,
@@ -188,14 +189,14 @@ def _dataset_rows(store: RunStore, k: int, teacher: str) -> list[dict[str, Any]]
     """Iteration k's training rows with their answer, where each was written and its verdict."""
     gold = {str(r["id"]): r for r in read_jsonl(store.split_file("train"))}
     # the teacher's verdict and attempt count for each question, from the iteration that wrote it
-    teacher_rows: dict[tuple[int, str], dict[str, Any]] = {}
+    teacher_rows: dict[tuple[int, str], RationaleRow] = {}
     for j in range(k + 1):
         path = store.path(j, "rationales.jsonl")
         if path.exists():
-            for row in read_jsonl(path):
-                teacher_rows[(j, str(row["id"]))] = row
+            for t_row in read_rationale_rows(path):
+                teacher_rows[(j, str(t_row["id"]))] = t_row
     rows = []
-    for row in read_jsonl(store.path(k, "train_data.jsonl")):
+    for row in read_train_rows(store.path(k, "train_data.jsonl")):
         qid = str(row["id"])
         made_in = _origin(teacher_rows, qid, row, k)
         t = teacher_rows.get((made_in, qid), {}) if made_in is not None else {}
@@ -210,7 +211,7 @@ def _dataset_rows(store: RunStore, k: int, teacher: str) -> list[dict[str, Any]]
     return rows
 
 
-def _origin(teacher_rows: dict[tuple[int, str], dict[str, Any]], qid: str, row: dict[str, Any],
+def _origin(teacher_rows: dict[tuple[int, str], RationaleRow], qid: str, row: TrainRow,
             k: int) -> int | None:
     """The iteration whose teacher stage wrote this row's rationale (latest first)."""
     for j in range(k, -1, -1):
@@ -233,7 +234,7 @@ def _push(out: Path, repo: str) -> None:
                         f"(the dataset is saved in {out})") from None
 
 
-def dataset_card(info: dict[str, Any], metrics: list[dict[str, Any]], config_yaml: str, yaml: Any) -> str:
+def dataset_card(info: dict[str, Any], metrics: list[IterationMetrics], config_yaml: str, yaml: Any) -> str:
     n = info["rows"]
     size = "n<1K" if n < 1000 else "1K<n<10K" if n < 10_000 else "10K<n<100K"
     front = {

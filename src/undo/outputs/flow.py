@@ -17,15 +17,20 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from undo.arithmetic import calculations
 from undo.errors import UserError
-from undo.runstore import RunStore, read_jsonl
+from undo.rows import Flow, FlowQuestion, FlowTransition, RationaleRow, StudentAttempt
+from undo.runstore import RunStore, read_attempt_rows, read_jsonl, read_rationale_rows, read_train_rows
 
 
-def _rows(path: Path) -> dict[str, dict[str, Any]]:
-    return {str(r["id"]): r for r in read_jsonl(path)} if path.exists() else {}
+def _attempts(path: Path) -> dict[str, StudentAttempt]:
+    return {str(r["id"]): r for r in read_attempt_rows(path)} if path.exists() else {}
+
+
+def _rationales(path: Path) -> dict[str, RationaleRow]:
+    return {str(r["id"]): r for r in read_rationale_rows(path)} if path.exists() else {}
 
 
 def _iterations(store: RunStore) -> list[int]:
@@ -48,17 +53,17 @@ def learning_flow(run_dir: Path) -> dict[str, Any]:
         for qid in ids:
             questions[qid] = {"split": split, "correct": {}, "source": {}, "refined": {}}
     for split in ("train", "val"):
-        base = _rows(store.attempts_file("base", split))
+        base = _attempts(store.attempts_file("base", split))
         for qid in splits[split]:
             if qid in base:
                 questions[qid]["correct"]["base"] = bool(base[qid]["correct"])
     for k in ks:
-        val = _rows(store.attempts_file(k, "val"))
-        train = _rows(store.attempts_file(k + 1, "train"))  # student k, diagnosed next
-        refined = _rows(store.path(k, "rationales.jsonl")) if k > 0 else {}
+        val = _attempts(store.attempts_file(k, "val"))
+        train = _attempts(store.attempts_file(k + 1, "train"))  # student k, diagnosed next
+        refined = _rationales(store.path(k, "rationales.jsonl")) if k > 0 else {}
         sources: dict[str, list[str]] = {}
-        for row in read_jsonl(store.path(k, "train_data.jsonl")) if store.path(k, "train_data.jsonl").exists() \
-                else []:
+        data_file = store.path(k, "train_data.jsonl")
+        for row in read_train_rows(data_file) if data_file.exists() else []:
             sources.setdefault(str(row["id"]), []).append(row["source"])
         for qid in splits["val"]:
             questions[qid]["correct"][k] = bool(val[qid]["correct"]) if qid in val else None
@@ -75,7 +80,7 @@ def learning_flow(run_dir: Path) -> dict[str, Any]:
     return {"iterations": ks, "questions": questions, "counts": counts}
 
 
-def _transitions(questions: dict[str, dict[str, Any]], ids: list[str], k: int, split: str) -> dict[str, Any]:
+def _transitions(questions: dict[str, dict[str, Any]], ids: list[str], k: int, split: str) -> FlowTransition:
     c: Counter[str] = Counter()
     for qid in ids:
         q = questions[qid]
@@ -94,7 +99,7 @@ def _transitions(questions: dict[str, dict[str, Any]], ids: list[str], k: int, s
             c["still_wrong"] += 1
     keys = (["fixed", "broken", "kept", "stuck", "never_refined"] if split == "train"
             else ["fixed", "broken", "kept", "still_wrong"])
-    out: dict[str, Any] = {"iteration": k, **{key: c[key] for key in keys}}
+    out = cast(FlowTransition, {"iteration": k, **{key: c[key] for key in keys}})
     if c["unknown"]:
         out["unknown"] = c["unknown"]  # the last iteration's train verdicts: not diagnosed
     return out
@@ -128,7 +133,7 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
     out = [f"{qid} ({split})  gold: {record.get('answer')}", record.get("question", ""), ""]
 
     def answer(path: Path) -> str:
-        row = _rows(path).get(qid)
+        row = _attempts(path).get(qid)
         if row is None:
             return "(not answered)"
         verdict = "right" if row["correct"] else "WRONG"
@@ -140,9 +145,9 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
     for k in flow["iterations"]:
         out.append(f"== iteration {k} ==")
         if split == "train":
-            rationales = _rows(store.path(k, "rationales.jsonl"))
+            rationales = _rationales(store.path(k, "rationales.jsonl"))
             if k > 0 and qid in rationales:
-                error = _rows(store.attempts_file(k, "train")).get(qid)
+                error = _attempts(store.attempts_file(k, "train")).get(qid)
                 if error is not None:
                     out += ["student's error it answered:", error["output"].strip()[-300:]]
                 refined = rationales[qid].get("rationale")
@@ -179,9 +184,11 @@ def story_pick(run_dir: Path) -> tuple[str, int] | None:
     store = RunStore(Path(run_dir))
     best: tuple[tuple[bool, ...], str, int] | None = None
     for k in _iterations(store)[1:]:
-        refined, diag = _rows(store.path(k, "rationales.jsonl")), _rows(store.attempts_file(k, "train"))
-        after = _rows(store.attempts_file(k + 1, "train"))
-        previous = {qid: r.get("rationale") for qid, r in _rows(store.path(k - 1, "rationales.jsonl")).items()}
+        refined = _rationales(store.path(k, "rationales.jsonl"))
+        diag = _attempts(store.attempts_file(k, "train"))
+        after = _attempts(store.attempts_file(k + 1, "train"))
+        previous = {qid: r.get("rationale")
+                    for qid, r in _rationales(store.path(k - 1, "rationales.jsonl")).items()}
         for qid, row in refined.items():
             if not row.get("rationale") or qid not in diag:
                 continue
@@ -202,9 +209,9 @@ def fixed_story(run_dir: Path, attempt_shown: bool) -> list[str]:
         return []
     qid, k = pick
     record = next(r for r in read_jsonl(store.split_file("train")) if str(r["id"]) == qid)
-    before = _rows(store.attempts_file(k, "train"))[qid]
-    refined = _rows(store.path(k, "rationales.jsonl"))[qid]
-    after = _rows(store.attempts_file(k + 1, "train")).get(qid)
+    before = _attempts(store.attempts_file(k, "train"))[qid]
+    refined = _rationales(store.path(k, "rationales.jsonl"))[qid]
+    after = _attempts(store.attempts_file(k + 1, "train")).get(qid)
     out = [f"One question's story (train, iteration {k}): {record['question'].strip()}  "
            f"(gold {record['answer']})",
            f"  student {k - 1} wrote:       {_one_line(before['output'])}"]
@@ -221,11 +228,12 @@ def fixed_story(run_dir: Path, attempt_shown: bool) -> list[str]:
     return out
 
 
-def flow_summary(run_dir: Path) -> dict[str, Any]:
+def flow_summary(run_dir: Path) -> Flow:
     """Counts for summary.json; the per-question grid goes to flow.json beside it."""
     flow = learning_flow(run_dir)
-    grid = {qid: {"split": q["split"], "correct": {str(k): v for k, v in q["correct"].items()},
-                  "source": {str(k): v for k, v in q["source"].items()},
-                  "refined": {str(k): v for k, v in q["refined"].items()}}
-            for qid, q in flow["questions"].items()}
+    grid: dict[str, FlowQuestion] = {
+        qid: {"split": q["split"], "correct": {str(k): v for k, v in q["correct"].items()},
+              "source": {str(k): v for k, v in q["source"].items()},
+              "refined": {str(k): v for k, v in q["refined"].items()}}
+        for qid, q in flow["questions"].items()}
     return {"counts": flow["counts"], "grid": grid}

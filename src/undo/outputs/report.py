@@ -7,7 +7,8 @@ from typing import Any
 
 from undo.display import tailored, teacher_shown
 from undo.errors import UserError
-from undo.runstore import RunStore, read_json, read_jsonl, write_atomic
+from undo.rows import Headline, HeadlineArm, IterationMetrics, TransferMatrix
+from undo.runstore import RunStore, read_attempt_rows, read_json, read_summary, write_atomic
 from undo.stats import accuracy_ci, paired_bootstrap
 
 
@@ -15,7 +16,7 @@ def _pct(v: Any) -> str:
     return "-" if v is None else f"{v:.1%}"
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[IterationMetrics]) -> str:
     head = ("| iteration | train errors | refined ok/failed | refined texts new/same | train examples | steps "
             "| val acc | test acc | teacher tokens | wall s |")
     lines = [head, "|" + "---|" * 10]
@@ -31,7 +32,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
+def _plot(rows: list[IterationMetrics], out: Path) -> str | None:
     try:
         import matplotlib
 
@@ -61,7 +62,7 @@ def _plot(rows: list[dict[str, Any]], out: Path) -> str | None:
 
 
 def write_report(run_dir: Path) -> Path:
-    summary = read_json(RunStore(run_dir).summary_file)
+    summary = read_summary(RunStore(run_dir).summary_file)
     rows = summary["iterations"]
     plot = _plot(rows, run_dir / "plots" / "accuracy.png")
     md = [
@@ -90,7 +91,7 @@ def write_report(run_dir: Path) -> Path:
                flow_markdown({"counts": summary["flow"]})]
     if (run_dir / "transfer_matrix.json").exists():
 
-        matrix = read_json(run_dir / "transfer_matrix.json")
+        matrix: TransferMatrix = read_json(run_dir / "transfer_matrix.json")
         md += ["## Transfer: other students on this run's data", "",
                "Test accuracy of each student trained on each iteration's training set; in brackets, "
                "the paired 95% CI against the same student's first column.", "",
@@ -108,7 +109,7 @@ def write_report(run_dir: Path) -> Path:
 # ---- comparisons -------------------------------------------------------------------
 
 
-def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
+def headline(run_dir: Path, best: int | None) -> Headline:
     """Base / one-shot / UNDO on test, with 95% CIs, and one sentence saying what it shows.
 
     The UNDO row is the best iteration by val; when that is iteration 0 itself, the last
@@ -116,7 +117,7 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
     questions, so differences are paired."""
     def attempts(k: int | str) -> dict[str, bool] | None:
         path = store.attempts_file(k, "test")
-        return {a["id"]: bool(a["correct"]) for a in read_jsonl(path)} if path.exists() else None
+        return {a["id"]: bool(a["correct"]) for a in read_attempt_rows(path)} if path.exists() else None
 
     store = RunStore(run_dir)
     oneshot = attempts(0)
@@ -130,17 +131,17 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
     if undo_k is not None:
         arms.append((f"UNDO (iteration {undo_k}, best by val)" if best != 0
                      else f"UNDO (iteration {undo_k}, not chosen: val not above one-shot)", undo_k))
-    rows = []
+    rows: list[HeadlineArm] = []
     for label, k in arms:
         res = attempts(k)
         if res is None:
             continue
         acc, lo, hi = accuracy_ci([res[i] for i in ids])
-        row: dict[str, Any] = {"arm": label, "iteration": k, "n": len(ids), "test_acc": acc,
-                               "ci_low": lo, "ci_high": hi}
+        row: HeadlineArm = {"arm": label, "iteration": k, "n": len(ids), "test_acc": acc,
+                            "ci_low": lo, "ci_high": hi}
         if k != 0:
             d, dlo, dhi = paired_bootstrap([oneshot[i] for i in ids], [res[i] for i in ids])
-            row.update(diff_vs_oneshot=d, diff_ci_low=dlo, diff_ci_high=dhi)
+            row.update({"diff_vs_oneshot": d, "diff_ci_low": dlo, "diff_ci_high": dhi})
         rows.append(row)
     undo = next((r for r in rows if r["iteration"] == undo_k and undo_k not in (None, 0)), None)
     if undo is None:
@@ -156,7 +157,7 @@ def headline(run_dir: Path, best: int | None) -> dict[str, Any]:
     return {"rows": rows, "sentence": sentence}
 
 
-def headline_markdown(h: dict[str, Any]) -> str:
+def headline_markdown(h: Headline) -> str:
     lines = ["| student | test acc [95% CI] | vs one-shot [95% CI] |", "|---|---|---|"]
     for r in h["rows"]:
         diff = (f"{r['diff_vs_oneshot']:+.1%} [{r['diff_ci_low']:+.1%}, {r['diff_ci_high']:+.1%}]"
@@ -181,12 +182,12 @@ def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[
         store = RunStore(run)
         if not store.summary_file.exists():
             raise UserError(f"{run}: no summary.json (not a finished undo run)")
-        k = read_json(store.summary_file)["best_iteration"] if iteration is None else iteration
+        k = read_summary(store.summary_file)["best_iteration"] if iteration is None else iteration
         label = f"{run.name}@{k}"
         path = store.attempts_file(k, "test")
     if not path.exists():
         raise UserError(f"{path}: not found")
-    return label, {a["id"]: bool(a["correct"]) for a in read_jsonl(path)}
+    return label, {a["id"]: bool(a["correct"]) for a in read_attempt_rows(path)}
 
 
 def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_000) -> list[dict[str, Any]]:
@@ -233,7 +234,7 @@ def compare(arms: list[list[Path | str]] | list[Path | str], n_boot: int = 10_00
     return out
 
 
-def matrix_lines(matrix: dict[str, Any]) -> list[str]:
+def matrix_lines(matrix: TransferMatrix) -> list[str]:
     ks = matrix["iterations"]
     lines = ["| student | " + " | ".join(f"iteration {k}" for k in ks) + " |", "|---" * (len(ks) + 1) + "|"]
     for student in matrix["students"]:

@@ -15,7 +15,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from undo.runstore import RunStore, read_json, read_jsonl
+from undo.rows import Flow, FlowQuestion, IterationMetrics, RationaleRow, Summary
+from undo.runstore import RunStore, read_attempt_rows, read_json, read_jsonl, read_rationale_rows
 
 SECTIONS = ["accuracy", "loss", "verdicts", "sources", "teacher", "flow"]
 
@@ -39,12 +40,12 @@ def _figure(width: float = 6.0, height: float = 3.2) -> tuple[Any, Any]:
     return plt.subplots(figsize=(width, height))
 
 
-def _verdict(row: dict[str, Any]) -> str:
+def _verdict(row: RationaleRow) -> str:
     """verified / rationalized, or why it failed (wrong_answer, unparsed, truncated, leak, ...)."""
     return row["verdict"] if row["verdict"] != "failed" else row.get("reason", "failed")
 
 
-def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
+def report_data(run_dir: Path, summary: Summary) -> dict[str, Any]:
     from undo.stats import accuracy_ci
 
     rows = summary["iterations"]
@@ -55,7 +56,7 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"iteration": r["iteration"]}
         for split in ("val", "test"):
             path = store.attempts_file(r["iteration"], split)
-            got = [bool(a["correct"]) for a in read_jsonl(path)] if path.exists() else []
+            got = [bool(a["correct"]) for a in read_attempt_rows(path)] if path.exists() else []
             entry[split] = accuracy_ci(got, n_boot=2000) if got else None
         acc.append(entry)
     losses, offset = [], 0
@@ -69,14 +70,14 @@ def report_data(run_dir: Path, summary: dict[str, Any]) -> dict[str, Any]:
     for r in iters:
         k = r["iteration"]
         path = store.path(k, "rationales.jsonl")
-        verdicts.append({"iteration": k, "counts": dict(Counter(_verdict(x) for x in read_jsonl(path)))
+        verdicts.append({"iteration": k, "counts": dict(Counter(_verdict(x) for x in read_rationale_rows(path)))
                          if path.exists() else {}})
         u_file = store.path(k, "teacher_usage.json")
         u = read_json(u_file) if u_file.exists() else {}
         tokens = u.get("usage", {}).get("prompt_tokens", 0) + u.get("usage", {}).get("completion_tokens", 0)
         usage.append({"iteration": k, "tokens": tokens, "cost": u.get("cost_usd")})
     flow_file = store.flow_file
-    flow = read_json(flow_file) if flow_file.exists() else {"counts": {}, "grid": {}}
+    flow: Flow = read_json(flow_file) if flow_file.exists() else {"counts": {}, "grid": {}}
     from undo.display import tailored, teacher_shown
 
     grid = flow.get("grid", {})
@@ -98,7 +99,7 @@ FLOW_FILTERS = [("fixed", "fixed by a refinement"), ("unfixed", "refined, still 
 SOURCE_LETTERS = {"student": "s", "refined": "r", "teacher": "t", "repeat": "p", "none": "-"}
 
 
-def _tags(q: dict[str, Any], ks: list[int]) -> list[str]:
+def _tags(q: FlowQuestion, ks: list[int]) -> list[str]:
     """The filter tags of a question: `fixed` (a verified refinement at k, wrong before k and
     right after), `unfixed` (refined, still wrong after), `refined`, and its split."""
     tags = {q["split"]}
@@ -113,7 +114,7 @@ def _tags(q: dict[str, Any], ks: list[int]) -> list[str]:
     return sorted(tags)
 
 
-def grid_rows(run_dir: Path, iters: list[dict[str, Any]], grid: dict[str, Any],
+def grid_rows(run_dir: Path, iters: list[IterationMetrics], grid: dict[str, FlowQuestion],
               details: dict[str, list]) -> list[dict[str, Any]]:
     """One row per train and val question, named by its text: a cell per column (the base
     student where it was scored, then each iteration: right, wrong, not answered; the letter
@@ -152,7 +153,8 @@ def common_opening(rows: list[dict[str, Any]], least: int = 16) -> str:
     return prefix if len(prefix) >= least else ""
 
 
-def _question_details(run_dir: Path, iters: list[dict[str, Any]], grid: dict[str, Any]) -> dict[str, list]:
+def _question_details(run_dir: Path, iters: list[IterationMetrics],
+                      grid: dict[str, FlowQuestion]) -> dict[str, list]:
     """Per question: (iteration, what) lines from the attempt and rationale files, each read once."""
     out: dict[str, list] = {qid: [] for qid in grid}
 
@@ -229,7 +231,7 @@ def plots(data: dict[str, Any]) -> dict[str, str]:
     return out
 
 
-def write_html(run_dir: Path, summary: dict[str, Any], markdown_tables: dict[str, str]) -> str:
+def write_html(run_dir: Path, summary: Summary, markdown_tables: dict[str, str]) -> str:
     """Render report.html's text (the caller writes it)."""
     import jinja2
 

@@ -23,6 +23,7 @@ from accelerate import PartialState
 from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracker, WandBTracker
 
 from undo.errors import UserError
+from undo.rows import FlowTransition, IterationMetrics
 
 TRACKERS: dict[str, Callable[[Path, str], GeneralTracker]] = {}
 
@@ -107,7 +108,7 @@ class Trackers:
             t.finish()
 
 
-def iteration_metrics(m: dict[str, Any], cost: float | None) -> dict[str, Any]:
+def iteration_metrics(m: IterationMetrics, cost: float | None) -> dict[str, Any]:
     """The numbers of one iteration's metrics.json row worth a curve."""
     out = {f"eval/{k}": m[k] for k in ("val_acc", "test_acc") if m.get(k) is not None}
     for k in ("train_examples", "train_errors", "refined_verified", "refined_failed", "teacher_tokens",
@@ -121,7 +122,7 @@ def iteration_metrics(m: dict[str, Any], cost: float | None) -> dict[str, Any]:
     return out
 
 
-def flow_metrics(flow_counts: dict[str, list[dict[str, Any]]], k: int) -> dict[str, Any]:
+def flow_metrics(flow_counts: dict[str, list[FlowTransition]], k: int) -> dict[str, Any]:
     """Iteration k's learning-flow counts (summary.json's "flow"), per split."""
     return {f"flow/{split}/{key}": v for split, rows in flow_counts.items() for row in rows
             if row["iteration"] == k for key, v in row.items() if key != "iteration"}

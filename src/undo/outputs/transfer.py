@@ -10,16 +10,16 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
 
 from undo.errors import UserError
 from undo.registries import load as load_config
-from undo.runstore import RunStore, read_jsonl, write_json
+from undo.rows import TransferCell, TransferMatrix, TransferMetrics
+from undo.runstore import RunStore, read_jsonl, read_train_rows, write_json
 from undo.tasks import Record
 
 
 def run_transfer(run_dir: Path, student: str, iteration: int | None,
-                 overrides: list[str]) -> dict[str, Any]:
+                 overrides: list[str]) -> TransferMetrics:
     from undo.student.evaluate import evaluate
     from undo.student.fit import fit
     from undo.student.train import make_example
@@ -42,12 +42,12 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
     splits = {s: [Record.from_dict(r) for r in read_jsonl(store.split_file(s))]
               for s in ("train", "val", "test")}
     by_id = {r.id: r for r in splits["train"]}
-    examples = [make_example(by_id[row["id"]], row["rationale"]) for row in read_jsonl(data_path)]
+    examples = [make_example(by_id[row["id"]], row["rationale"]) for row in read_train_rows(data_path)]
     student_dir = out / "student"
     if not (student_dir / "train_result.json").exists():
         fit(examples, student_dir, cfg, init_from=student)  # honours train.launcher, as the loop does
-    metrics: dict[str, Any] = {"run": str(run_dir), "dir": str(out), "iteration": iteration,
-                               "student": student, "train_examples": len(examples)}
+    metrics: TransferMetrics = {"run": str(run_dir), "dir": str(out), "iteration": iteration,
+                                "student": student, "train_examples": len(examples)}
     for split in ("val", "test"):
         res = evaluate(splits[split], str(student_dir), cfg.student,
                        out_path=out / f"attempts_{split}.jsonl")
@@ -58,7 +58,7 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
 
 
 def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
-                    overrides: list[str], n_boot: int = 10_000) -> dict[str, Any]:
+                    overrides: list[str], n_boot: int = 10_000) -> TransferMatrix:
     """Each student trained on each iteration's data (cells resume like run_transfer), with
     each cell's test accuracy and its paired 95 % CI against the same student's first cell
     (iteration 0 when listed): does the refined data help other students too?"""
@@ -77,21 +77,21 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
         if k not in ks:
             ks.append(k)
     ks.sort()
-    rows = []
+    rows: list[TransferCell] = []
     for student in students:
         cells = [run_transfer(run_dir, student, k, overrides) for k in ks]
         ref_label, ref = test_attempts(cells[0]["dir"])
         for k, cell in zip(ks, cells, strict=True):
             _, res = test_attempts(cell["dir"])
-            row = {"student": student, "iteration": k, "test_acc": cell["test_acc"], "n": cell["test_n"],
-                   "dir": cell["dir"]}
+            row: TransferCell = {"student": student, "iteration": k, "test_acc": cell["test_acc"],
+                                 "n": cell["test_n"], "dir": cell["dir"]}
             if k != ks[0]:
                 common = sorted(set(ref) & set(res))
                 d, lo, hi = paired_bootstrap([ref[i] for i in common], [res[i] for i in common], n_boot)
-                row.update(diff_vs_first=d, ci_low=lo, ci_high=hi)
+                row.update({"diff_vs_first": d, "ci_low": lo, "ci_high": hi})
             rows.append(row)
-    matrix = {"run": str(run_dir), "iterations": ks, "students": students, "overrides": sorted(overrides),
-              "cells": rows}
+    matrix: TransferMatrix = {"run": str(run_dir), "iterations": ks, "students": students,
+                              "overrides": sorted(overrides), "cells": rows}
     write_json(run_dir / "transfer_matrix.json", matrix)
     if RunStore(run_dir).summary_file.exists():
         from undo.outputs.report import write_report

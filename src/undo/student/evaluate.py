@@ -19,7 +19,7 @@ from undo.grading import answer_line_end
 from undo.lm import engines
 from undo.lm.engines import ENGINES, EngineSpec
 from undo.rows import StudentAttempt
-from undo.runstore import JsonlAppender, read_jsonl
+from undo.runstore import JsonlAppender, read_attempt_rows
 from undo.tasks.base import Record, student_messages
 
 
@@ -28,7 +28,7 @@ class EvalResult:
     n: int
     correct: int
     accuracy: float
-    attempts: list[dict[str, Any]]  # in the order of the records given
+    attempts: list[StudentAttempt]  # in the order of the records given
 
     def summary(self) -> dict[str, Any]:
         return {"n": self.n, "correct": self.correct, "accuracy": self.accuracy}
@@ -36,7 +36,7 @@ class EvalResult:
 
 def read_attempts(path: Path) -> dict[str, StudentAttempt]:
     """Rows already written, by id (a torn last row is not one: it is redone)."""
-    return {str(row["id"]): row for row in read_jsonl(Path(path))}
+    return {str(row["id"]): row for row in read_attempt_rows(Path(path))}
 
 
 def _attempt(record: Record, output: str, completion_tokens: int) -> StudentAttempt:

@@ -21,8 +21,8 @@ from typing import Any
 from undo.arithmetic import calculations, first_false_step
 from undo.config import TeacherConfig
 from undo.grading import answer_line, answer_type
-from undo.rows import RationaleRow
-from undo.runstore import append_jsonl, read_jsonl
+from undo.rows import RationaleRow, TeacherAttempt, VerdictCounts
+from undo.runstore import append_jsonl, read_rationale_rows
 from undo.tasks.base import Record
 from undo.teacher.base import CONTEXT_LENGTH, Request, SamplingParams, Usage
 from undo.teacher.budget import TeacherBudget, prompt_bytes
@@ -39,7 +39,7 @@ class TeachItem:
     record: Record
     mode: str = "explain"
     context: dict[str, Any] = field(default_factory=dict)
-    attempts: list[dict[str, Any]] = field(default_factory=list)
+    attempts: list[TeacherAttempt] = field(default_factory=list)
 
 
 def _messages(item: TeachItem, mode: str, cfg: TeacherConfig, examples: list[dict]) -> list[dict]:
@@ -108,7 +108,7 @@ def example_candidates(train: list[Record], n: int) -> list[Record]:
     return train[: n * EXAMPLE_CANDIDATES]
 
 
-def examples_from_rows(candidates: list[Record], rows: list[dict[str, Any]], n: int) -> list[dict[str, str]]:
+def examples_from_rows(candidates: list[Record], rows: list[RationaleRow], n: int) -> list[dict[str, str]]:
     """The first n verified rationales of a zero-shot pass, as worked examples."""
     by_id = {r.id: r for r in candidates}
     return [{"question": by_id[row["id"]].prompt(), "rationale": row["rationale"]}
@@ -128,7 +128,7 @@ def example_pass_config(cfg: TeacherConfig, stage: str) -> TeacherConfig:
     return cfg.model_copy(update=update)
 
 
-def condensed_examples(candidates: list[Record], rows: list[dict[str, Any]], n: int) -> list[dict[str, str]]:
+def condensed_examples(candidates: list[Record], rows: list[RationaleRow], n: int) -> list[dict[str, str]]:
     """Concise worked examples cut from verified stepwise rationales: their calculations, one
     per line, then the answer line. Kept only when every calculation holds and the last one's
     result is the gold answer, so the cut-down text still derives the answer by itself."""
@@ -150,7 +150,7 @@ def condensed_examples(candidates: list[Record], rows: list[dict[str, Any]], n: 
 
 
 def teacher_examples(train: list[Record], n: int, style: str,
-                     run_pass: Callable[[str, list[Record]], list[dict[str, Any]]]) -> list[dict[str, str]]:
+                     run_pass: Callable[[str, list[Record]], list[RationaleRow]]) -> list[dict[str, str]]:
     """Worked examples for a task without gold rationales, from the teacher's own work on the
     first train questions (never val or test). `run_pass(stage, records)` has the teacher
     explain them zero-shot with `example_pass_config(cfg, stage)` and returns the rows.
@@ -221,7 +221,7 @@ class RationaleStage:
         self.teacher, self.cfg, self.out_path, self.usage = teacher, cfg, out_path, usage
         self.examples = examples or []
         self.progress, self.seed, self.budget = progress, seed, budget
-        self.done: dict[str, RationaleRow] = {row["id"]: row for row in read_jsonl(out_path)}
+        self.done: dict[str, RationaleRow] = {row["id"]: row for row in read_rationale_rows(out_path)}
         self.verified: dict[str, list[str]] = {}  # id -> distinct verified texts so far
 
     def wanted(self, mode: str) -> int:
@@ -377,7 +377,7 @@ def generate_rationales(
     return RationaleStage(teacher, cfg, out_path, usage, examples, progress, seed, budget).run(items)
 
 
-def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarize(rows: list[RationaleRow]) -> VerdictCounts:
     """Counts per verdict and, for failures, per reason: what the report shows."""
     verdicts = Counter(r["verdict"] for r in rows)
     reasons = Counter(r["reason"] for r in rows if r["verdict"] == FAILED)
