@@ -41,7 +41,8 @@ class RationaleRow(TypedDict):
     rationale: str | None  # the first verified text; None: nothing verified
     rationales: list[str]  # every distinct verified text, up to teacher.refine_samples
     verdict: str  # verified | rationalized | failed
-    reason: str  # ok, or why it failed (budget, or the most common attempt reason); repeat rows: repeat | no_rationale
+    # ok, or why it failed (budget, or the most common attempt reason); repeat rows: repeat | no_rationale
+    reason: str
     mode: str  # explain | refine | repeat | control
     attempts: list[TeacherAttempt]
     usage: TokenUsage
