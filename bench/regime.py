@@ -31,7 +31,7 @@ from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from undo.arithmetic import calculations  # noqa: E402
+from undo.arithmetic import calculations, first_false_step  # noqa: E402
 from undo.config import load_config  # noqa: E402
 from undo.loop import UndoRun  # noqa: E402
 from undo.runstore import read_jsonl  # noqa: E402
@@ -94,12 +94,14 @@ def teacher_rate(name: str, task: list[str], teacher: str, n: int, style: str) -
 
 
 def error_kinds(attempts: list[dict[str, Any]]) -> dict[str, int]:
-    """The student's wrong answers: a false calculation, sound calculations, or none to read."""
+    """The student's wrong answers (and right ones through a false step): a false
+    calculation, sound calculations, or none to read; read again with today's step check."""
     out = {"slip": 0, "approach": 0, "no_calculation": 0}
     for a in attempts:
-        if a["correct"] and not a.get("false_step"):
+        false_step = first_false_step(a["output"])
+        if a["correct"] and not false_step:
             continue
-        if a.get("false_step"):
+        if false_step:
             out["slip"] += 1
         elif calculations(a["output"]):
             out["approach"] += 1
@@ -157,13 +159,17 @@ def main() -> None:
         r["teacher_passes"] = passes
         if passes and not args.teacher_only and "train_acc" not in r:
             r.update(oneshot(name, task, args.teacher, args.student, args.train, args.test))
+        done = OUT / args.teacher / f"{name}-{args.student}" / "iter_0" / "attempts_train.jsonl"
+        if "train_acc" in r and done.exists():  # the step check may have learnt to read more
+            r["errors"] = error_kinds(list(read_jsonl(done)))
         r["wall_s"] = r.get("wall_s", 0) + round(time.time() - t0)
         results[key] = r
         results_path.write_text(json.dumps(results, indent=2))
         print(json.dumps({key: r}), flush=True)
     lines = ["| setting @ teacher | teacher greedy, 3-shot concise | zero-shot stepwise | "
              "teacher kept (3 attempts + rationalize) | one-shot student train | val | test | "
-             "wrong train answers: slip / approach / no calculation |", "|---|---|---|---|---|---|---|---|"]
+             "wrong train answers and right ones through a false step: slip / approach / none |",
+             "|---|---|---|---|---|---|---|---|"]
     for key, r in sorted(results.items()):
         stepwise = f"{r['teacher_zeroshot_stepwise']:.0%}" if "teacher_zeroshot_stepwise" in r else "-"
         if "train_acc" not in r:

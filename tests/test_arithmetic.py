@@ -20,6 +20,13 @@ FALSE = [
     ("5 / 0 = 1", "5 / 0 = 1"),
     ("123456789 + 1 = 123456791", "123456789 + 1 = 123456791"),  # exact, however large
     ("$4200+$3000 = $8600", "$4200+$3000 = $8600"),
+    # an equation solved line by line: the same left side, an expression, then a number
+    ("z + 9 = 28\nz = 28 - 9\nz = 27\nThe answer is 27.", "28 - 9 = 27"),
+    ("18*k + 2 = 344\n18*k = 344 - 2\n18*k = 340\nk = 340 ÷ 18\nk = 2", "344 - 2 = 340"),
+    ("o = 1632 ÷ 102\no = 11.", "1632 ÷ 102 = 11"),
+    ("s = 112 ÷ 7\ns = 15", "112 ÷ 7 = 15"),  # an exact division: no rounding to excuse it
+    ("8 / 3 = 4 boxes", "8 / 3 = 4"),
+    ("Total cost = 3 * 12\nTotal cost = 38\nThe answer is 38.", "3 * 12 = 38"),
 ]
 
 HOLDS_OR_UNREADABLE = [
@@ -48,6 +55,15 @@ HOLDS_OR_UNREADABLE = [
     "6:00+48=6:48 PM",
     "5 +\n3 = 9",  # one line only
     "35 = 5 * 7",
+    # equations solved line by line that hold, or that this check cannot read
+    "z = 28 - 9\nz = 19\nThe answer is 19.",
+    "m = 260 / 26\nm = 10",
+    "x = 5 + 3\ny = 9",  # another left side
+    "x = 5 + 3\nx = 9 apples",  # words after the result
+    "x = 5 + 3\n\nx = 9",  # not the next line
+    "8 = 5 + 3\n8 = 9",  # no variable: not an equation being solved
+    "q = -108 ÷ -6\nq = 17",  # a signed number after the operator
+    "Thus, x >= 2250 - 2146\nThus, x >= 94",  # an inequality
 ]
 
 
@@ -73,6 +89,9 @@ def test_a_refinement_that_writes_the_false_step_right():
     assert corrects("43 + 14 = 67", "43 + 10 = 53\n53 + 4 = 57\n57 - 10 = 47\nThe answer is 47.")
     assert not corrects("43 + 14 = 67", "43 + 10 = 53\n53 + 4 = 58\nThe answer is 48.")
     assert not corrects("43 + 14 = 67", "43 + 10 = 53\n53 - 10 = 43\n43 + 4 = 57")  # not the next step
+    # an equation's step: the student's "z = 28 - 9 / z = 27" answered line by line
+    assert corrects("28 - 9 = 27", "z + 9 = 28\nz = 28 - 9\nz = 19\nThe answer is 19.")
+    assert not corrects("28 - 9 = 27", "z + 9 = 28\nz = 28 - 9\nz = 27\nThe answer is 19.")
 
 
 def test_calculations_cut_a_chain_of_thought_to_its_arithmetic():
@@ -81,3 +100,6 @@ def test_calculations_cut_a_chain_of_thought_to_its_arithmetic():
     text = ("First, 3 + 49 = 52 dollars. Again 3 + 49 = 52. Then 52  -  6 = 46 and 2 * 3 + 1 = 7.\n"
             "The answer is 46.")
     assert calculations(text) == [("3 + 49 = 52", "52"), ("52 - 6 = 46", "46"), ("2 * 3 + 1 = 7", "7")]
+    # in the order written, an equation's steps as the calculations they claim
+    solved = "7*s - 16 = 96\n7*s = 96 + 16\n7*s = 112\ns = 112 / 7\ns = 16\n5 + 1 = 6"
+    assert calculations(solved) == [("96 + 16 = 112", "112"), ("112 / 7 = 16", "16"), ("5 + 1 = 6", "6")]

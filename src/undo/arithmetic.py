@@ -12,7 +12,9 @@ was shown): 36 of the 138 verified refinements in the offline pair's 3-seed comp
 did (bench/steps.py). Trained on, they teach the student to write inconsistent chains.
 
 Only plain calculations are checked: numbers joined by + - * / x × ÷ on one side of
-"=" and a single number on the other (commas and $ allowed). Anything else
+"=" and a single number on the other (commas and $ allowed). An equation solved line by
+line is read the same way: "z = 28 - 9" followed by "z = 27" (the same left side, then a
+single number) claims "28 - 9 = 27", the slip a student makes solving for z. Anything else
 (parentheses, units, percentages, variables, an expression on the right, a clause
 that mixes words into the calculation) is not a calculation this check can read and
 passes untouched, so it never rejects what it cannot evaluate. On GSM8K's 7,473 gold
@@ -21,6 +23,7 @@ solutions it flags 20 (0.27 %), most of them real slips in the gold text (bench/
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -33,6 +36,14 @@ _CALC = re.compile(
     rf"{_START}(?P<lhs>[-−]?{_NUM}(?:{_OP}{_NUM})+)[ \t]*=[ \t]*(?P<rhs>[-−]?{_NUM})"
     # one line; the right side must end there: "= 3 + 4" or "= 35%" is not a single value
     r"(?![\w%]|[.,]\d|[ \t]*[-+*/×÷^−=·]|[ \t]+x[ \t]|[ \t]\d{3}\b)"
+)
+# "18*k = 344 - 2" on one line and "18*k = 340" on the next: the two right sides are equal.
+# The left side must hold a variable; the right sides must be numbers only. Not an
+# inequality ("x >= 2250 - 2146"): only equalities are read.
+_CHAIN = re.compile(
+    rf"^[ \t]*(?P<side>[^=\n]*?[^\W\d][^=<>!\n]*?)[ \t]*=[ \t]*(?P<lhs>[-−]?{_NUM}(?:{_OP}{_NUM})+)[ \t]*\n"
+    rf"[ \t]*(?P=side)[ \t]*=[ \t]*(?P<rhs>[-−]?{_NUM})[ \t]*\.?[ \t]*$",
+    re.MULTILINE,
 )
 # an operator earlier in the same clause: "60 students x 2/3 = 40" is not "2/3 = 40"
 _CLAUSE_BREAK = re.compile(r".*(?:[\n,;:=]|\.\s)", re.DOTALL)
@@ -72,10 +83,9 @@ def _holds(value: Fraction, rhs: str, divides: bool) -> bool:
     written = _value(rhs.replace("−", "-").lstrip("-")) * (-1 if rhs[0] in "-−" else 1)
     places = len(rhs.partition(".")[2])
     # a written result is read to its own precision: 10 / 3 = 3.33 holds
-    tolerance = Fraction(1, 2 * 10**places)
-    if divides and places == 0:
-        tolerance = Fraction(1)  # whole units from a division: floor or ceiling (8 / 3 = 2 boxes)
-    return abs(value - written) <= tolerance
+    if divides and places == 0:  # whole units from a division: floor or ceiling (8 / 3 = 2 boxes)
+        return math.floor(value) <= written <= math.ceil(value)  # 112 / 7 = 15 does not hold
+    return abs(value - written) <= Fraction(1, 2 * 10**places)
 
 
 def _calculations(text: str) -> list[re.Match[str]]:
@@ -95,33 +105,45 @@ def calculation_matches(text: str) -> list[re.Match[str]]:
     return _calculations(text)
 
 
+def _claims(text: str) -> list[tuple[str, str, str]]:
+    """Every calculation `text` claims, in order, as (left side, result, as written): the
+    plain ones, and those of an equation solved line by line ("z = 28 - 9" then "z = 27"
+    claims "28 - 9 = 27", written as that)."""
+    found = [(m.start(), m["lhs"], m["rhs"], m.group(0)) for m in _calculations(text)]
+    for m in _CHAIN.finditer(text):
+        lhs = " ".join(m["lhs"].split())
+        found.append((m.start(), lhs, m["rhs"], f"{lhs} = {m['rhs']}"))
+    return [(lhs, rhs, written) for _, lhs, rhs, written in sorted(found, key=lambda f: f[0])]
+
+
 def value_of(lhs: str) -> Fraction | None:
     """The value of a calculation's left side ("57 + 87"); None on division by zero."""
     return _evaluate(lhs)
 
 
-def _match_holds(m: re.Match[str]) -> bool:
-    """A matched calculation's written result holds for its left side (division by zero never does)."""
-    value = _evaluate(m["lhs"])
-    return value is not None and _holds(value, m["rhs"], divides=bool(re.search("[/÷]", m["lhs"])))
+def _claim_holds(lhs: str, rhs: str) -> bool:
+    """A calculation's written result holds for its left side (division by zero never does)."""
+    value = _evaluate(lhs)
+    return value is not None and _holds(value, rhs, divides=bool(re.search("[/÷]", lhs)))
 
 
 def first_false_step(text: str) -> str | None:
-    """The first calculation in `text` that does not hold, as written; None if all hold."""
-    for m in _calculations(text):
-        if not _match_holds(m):
-            return m.group(0)
+    """The first calculation in `text` that does not hold, as written (an equation's step as
+    the calculation it claims); None if all hold."""
+    for lhs, rhs, written in _claims(text):
+        if not _claim_holds(lhs, rhs):
+            return written
     return None
 
 
 def calculations(text: str) -> list[tuple[str, str]]:
-    """(calculation as written, its result) for each plain calculation, repeats dropped:
-    a chain of thought cut down to its arithmetic."""
+    """(calculation as written, its result) for each calculation, repeats dropped: a chain
+    of thought cut down to its arithmetic."""
     out: list[tuple[str, str]] = []
-    for m in _calculations(text):
-        calc = " ".join(m.group(0).split())
+    for _, rhs, written in _claims(text):
+        calc = " ".join(written.split())
         if calc not in (c for c, _ in out):
-            out.append((calc, m["rhs"]))
+            out.append((calc, rhs))
     return out
 
 
@@ -137,9 +159,10 @@ def corrects(false_step: str, text: str) -> bool:
     if wrong is None:
         return False
     lhs = _plain(wrong["lhs"])
-    for m in _CALC.finditer(text):
-        if _plain(m["lhs"]) == lhs and _match_holds(m):
-            return True
+    written = [(m["lhs"], m["rhs"]) for m in _CALC.finditer(text)]
+    written += [(m["lhs"], m["rhs"]) for m in _CHAIN.finditer(text)]
+    if any(_plain(other) == lhs and _claim_holds(other, rhs) for other, rhs in written):
+        return True
     split = split_calculation(false_step)
     if split and len(split) > 1:
         lines = [" ".join(line.split()) for line in text.splitlines()]
