@@ -247,7 +247,8 @@ def summarize(per_seed: list[dict[str, Any]], seeds: list[int]) -> dict[str, Any
 
 def markdown(res: dict[str, Any], label: str, sizes: dict[str, int]) -> str:
     seeds = res["seeds"]
-    lines = [f"# {label}: seeds {seeds} (final: used for no choice), {sizes['train']} train, "
+    kind = "development: not final figures" if set(seeds) & set(DEV_SEEDS) else "final: used for no choice"
+    lines = [f"# {label}: seeds {seeds} ({kind}), {sizes['train']} train, "
              f"{sizes['val']} val, {sizes['test']} test questions per seed", "",
              "Intervals: hierarchical bootstrap 95 % (seeds resampled, then questions within each seed).", "",
              "| arm | test acc [95 % CI] | per seed (test) | per seed (val) |", "|---|---|---|---|"]
@@ -300,7 +301,8 @@ def plot(res: dict[str, Any], label: str, out: Path) -> None:
     ax.set_xticks(range(len(arms)))
     ax.set_xticklabels(arms, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"{label}: {len(res['seeds'])} final seeds", fontsize=10)
+    kind = "development" if set(res["seeds"]) & set(DEV_SEEDS) else "final"
+    ax.set_title(f"{label}: {len(res['seeds'])} {kind} seeds", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
