@@ -82,9 +82,9 @@ def _evaluate(lhs: str) -> Fraction | None:
 def _holds(value: Fraction, rhs: str, divides: bool) -> bool:
     written = _value(rhs.replace("−", "-").lstrip("-")) * (-1 if rhs[0] in "-−" else 1)
     places = len(rhs.partition(".")[2])
-    # a written result is read to its own precision: 10 / 3 = 3.33 holds
     if divides and places == 0:  # whole units from a division: floor or ceiling (8 / 3 = 2 boxes)
         return math.floor(value) <= written <= math.ceil(value)  # 112 / 7 = 15 does not hold
+    # a written result is read to its own precision: 10 / 3 = 3.33 holds
     return abs(value - written) <= Fraction(1, 2 * 10**places)
 
 
@@ -159,6 +159,7 @@ def corrects(false_step: str, text: str) -> bool:
     if wrong is None:
         return False
     lhs = _plain(wrong["lhs"])
+    # every match, not `_claims`: a right result counts here even inside a longer clause
     written = [(m["lhs"], m["rhs"]) for m in _CALC.finditer(text)]
     written += [(m["lhs"], m["rhs"]) for m in _CHAIN.finditer(text)]
     if any(_plain(other) == lhs and _claim_holds(other, rhs) for other, rhs in written):

@@ -106,8 +106,8 @@ def tailoring(items: list[TeachItem], refined: dict[str, RationaleRow]) -> Tailo
     whose refine request showed the student's attempt with its first false calculation,
     how many texts write that calculation correctly (`arithmetic.corrects`)."""
     out: Tailoring = {"questions": len(items), "questions_verified": 0, "questions_new": 0, "texts": 0,
-           "texts_new": 0, "texts_same": 0, "attempt_shown": 0, "false_step_named": 0,
-           "false_step_texts": 0, "false_step_fixed": 0}
+                      "texts_new": 0, "texts_same": 0, "attempt_shown": 0, "false_step_named": 0,
+                      "false_step_texts": 0, "false_step_fixed": 0}
     for it in items:
         ctx = it.context
         out["attempt_shown"] += ctx.get("student_attempt") is not None
