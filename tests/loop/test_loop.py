@@ -409,7 +409,6 @@ def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch, tiny_student)
     limit = 3000
     cfg = load_config(ROOT / "configs" / "demo.yaml",
                       [*TINY, f"output.dir={tmp_path / 'runs'}", "name=budget", f"student.model={tiny_student}",
-                       "loop.max_iterations=2",
                        f"loop.budget.teacher_tokens={limit}", "train.report_to=tensorboard"])
     summary = UndoRun(cfg).run()
     rows = [json.loads(line) for line in (cfg.run_dir / "iter_0/rationales.jsonl").open()]
