@@ -413,7 +413,7 @@ def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch, tiny_student)
     summary = UndoRun(cfg).run()
     rows = [json.loads(line) for line in (cfg.run_dir / "iter_0/rationales.jsonl").open()]
     assert any(r["reason"] == "budget" for r in rows) and any(r["rationale"] for r in rows)
-    assert [r for r in rows if r["reason"] == "budget"][0]["attempts"] == [] or rows[-1]["reason"] == "budget"
+    assert any(r["reason"] == "budget" and r["attempts"] == [] for r in rows)  # never asked: it did not fit
     assert summary["budget"]["limit_tokens"] == limit
     assert 0 < summary["budget"]["spent_tokens"] <= limit
     billed = sum(read_json(p)["usage"]["prompt_tokens"] + read_json(p)["usage"]["completion_tokens"]
@@ -435,7 +435,7 @@ def test_a_teacher_budget_is_never_exceeded(tmp_path, monkeypatch, tiny_student)
     assert loss_steps == sorted(loss_steps) and len(set(loss_steps)) == len(loss_steps)  # no restart at 0
     assert loss_steps[-1] == ends[-1]
     tags = set(events.Tags()["scalars"])
-    assert "loop/train_examples" in tags and ("flow/val/fixed" in tags or len(iters) == 1)
+    assert len(iters) == 2 and {"loop/train_examples", "flow/val/fixed"} <= tags
     assert not list(cfg.run_dir.glob("iter_*/student/runs"))  # the trainer logged no runs of its own
 
 
@@ -444,8 +444,8 @@ def test_the_teacher_writes_its_own_worked_examples_for_a_users_word_problem_fil
         tmp_path, monkeypatch, tiny_student):
     """The demo's concise style on a JSONL of word problems with no gold rationales: before
     teaching, the teacher writes its worked example from train questions (zero-shot, never
-    hinted), topped up from a stepwise pass when too few concise answers verify (the 0.5B's
-    concise answers to SVAMP rarely do)."""
+    hinted), topped up from a stepwise pass when too few concise answers verify: none of the
+    0.5B's concise answers to these 8 questions does, so the stepwise pass always runs here."""
     from undo.teacher import rationale
 
     monkeypatch.setenv("UNDO_CACHE_DIR", str(tmp_path / "cache"))
@@ -468,12 +468,10 @@ def test_the_teacher_writes_its_own_worked_examples_for_a_users_word_problem_fil
     assert all(a["mode"] == "explain" for e in examples for a in e["attempts"])  # zero-shot, never hinted
     usages = [read_json(run_dir / "iter_0/teacher_usage.json")["usage"],
               read_json(run_dir / "iter_0/examples_usage.json")["usage"]]
-    topped_up = run_dir / "iter_0/examples_stepwise.jsonl"
-    assert topped_up.exists() == (not any(e["rationale"] for e in examples))  # only when none verified
-    if topped_up.exists():
-        stepwise = [json.loads(line) for line in topped_up.open()]
-        assert {e["id"] for e in stepwise} <= train_ids
-        usages.append(read_json(run_dir / "iter_0/examples_stepwise_usage.json")["usage"])
+    assert not any(e["rationale"] for e in examples)  # none of the 0.5B's concise answers verify here
+    stepwise = [json.loads(line) for line in (run_dir / "iter_0/examples_stepwise.jsonl").open()]
+    assert {e["id"] for e in stepwise} == train_ids and any(e["rationale"] for e in stepwise)
+    usages.append(read_json(run_dir / "iter_0/examples_stepwise_usage.json")["usage"])
     m0 = read_json(run_dir / "iter_0/metrics.json")
     assert m0["teacher_tokens"] == sum(u["prompt_tokens"] + u["completion_tokens"] for u in usages)
     assert m0["train_examples"] > 0
