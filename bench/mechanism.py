@@ -40,8 +40,8 @@ ARMS = {"demo": [], **VARIANTS}  # "demo": the source run's own refine settings
 def refine_stage(run: UndoRun, variant: str) -> dict:
     """Iteration 1's refine stage exactly as the loop runs it; returns its tailoring counts."""
     cfg, train = run.cfg, run.splits["train"]
-    diag = run.attempts(1, "train", str(run.store.path(0, "student")))
-    val_prev = list(read_jsonl(run.store.path(0, "attempts_val.jsonl")))
+    diag = run.attempts(1, "train", str(run.store.student_dir(0)))
+    val_prev = list(read_jsonl(run.store.attempts_file(0, "val")))
     profile = student_profile(run.val_history(1), val_prev, cfg.loop.val_errors_shown,
                               cfg.seed + 1) if cfg.loop.val_errors_shown else None
     # the control reads the student's false step whatever the source run showed its teacher
@@ -50,11 +50,11 @@ def refine_stage(run: UndoRun, variant: str) -> dict:
     t0 = time.time()
     if variant == "control":
         write_control(run, 1, items)
-        rows = list(read_jsonl(run.store.path(1, "rationales.jsonl")))
+        rows = list(read_jsonl(run.store.rationales_file(1)))
     else:
         rows = run.teach(1, items, "teacher refines", run.refine_shots())
     out = tailoring(items, {r["id"]: r for r in rows})
-    usage = read_json(run.store.path(1, "teacher_usage.json"))
+    usage = read_json(run.store.teacher_usage_file(1))
     out["wall_s"] = round(time.time() - t0, 1)
     out["accepted_attempts"] = sum(a.get("reason") == "ok" for r in rows for a in r.get("attempts", []))
     out["attempts"] = sum(len(r.get("attempts", [])) for r in rows)
@@ -84,9 +84,9 @@ def main() -> None:
         r["overrides"] = ARMS[variant]
         if args.train:
             run.run()
-            m = read_json(run.store.path(1, "metrics.json"))
+            m = read_json(run.store.metrics_file(1))
             r.update(val_acc=m["val_acc"], test_acc=m.get("test_acc"),
-                     val_acc_iter0=read_json(run.store.path(0, "metrics.json"))["val_acc"])
+                     val_acc_iter0=read_json(run.store.metrics_file(0))["val_acc"])
         results[variant] = r
         results_path.write_text(json.dumps(results, indent=2))
         print(json.dumps({variant: r}), flush=True)

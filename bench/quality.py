@@ -94,7 +94,7 @@ def variant_arm(seed: int, variant: str, undo_dir: Path, common: list[str], conf
     copy_parts(undo_dir, cfg.run_dir, SHARED_PARTS, cfg)
     if variant == "control":
         run.prepare()
-        diag = run.attempts(1, "train", str(run.store.path(0, "student")))
+        diag = run.attempts(1, "train", str(run.store.student_dir(0)))
         items = refine_items(run.splits["train"], diag, run.teacher_history(1), None, False,
                              cfg.teacher.check_steps, True)
         print(f"seed {seed}: control refinements {write_control(run, 1, items)}", flush=True)
@@ -181,7 +181,7 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
         arm_run = variant_arm(seed, variant, undo_dir, common, config, compute=not args.summarize)
         arms[f"{variant}_1"] = {s: attempts(arm_run.cfg.run_dir, 1, s) for s in ("val", "test")}
         arms[f"{variant}_best"] = arms[max(["oneshot", f"{variant}_1"], key=val_acc)]
-        variant_tailoring[variant] = read_json(arm_run.store.path(1, "metrics.json")).get("tailoring")
+        variant_tailoring[variant] = read_json(arm_run.store.metrics_file(1)).get("tailoring")
     facts = {"seed": seed, "oneshot_best_epochs": best_epochs, "undo_best": undo_best,
              "variant_tailoring": variant_tailoring,
              "repeat_best": max(["oneshot", "repeat_1"], key=val_acc) if "repeat_1" in arms else None,

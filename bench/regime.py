@@ -119,8 +119,8 @@ def oneshot(name: str, task: list[str], teacher: str, student: str, n_train: int
     run.prepare()
     m = run.iteration(0)
     assert m is not None
-    train_att = run.attempts(0, "train", str(run.store.path(0, "student")))
-    rationales = list(read_jsonl(run.store.path(0, "rationales.jsonl")))
+    train_att = run.attempts(0, "train", str(run.store.student_dir(0)))
+    rationales = list(read_jsonl(run.store.rationales_file(0)))
     kept = sum(r["rationale"] is not None for r in rationales)
     greedy = sum(bool(r["attempts"]) and r["attempts"][0]["correct"] for r in rationales)
     return {"teacher_greedy": greedy / len(rationales), "teacher_kept": kept / len(rationales),

@@ -51,10 +51,10 @@ def main() -> None:
     if a.stage in ("explain", "both"):
         stages["explain"] = [TeachItem(r) for r in train]
     if a.stage in ("refine", "both"):
-        diag = {row["id"]: row for row in read_jsonl(store.path(1, "attempts_train.jsonl"))}
+        diag = {row["id"]: row for row in read_jsonl(store.attempts_file(1, "train"))}
         run = UndoRun(cfg)  # its history helpers, on this folder (it may have been moved)
         run.store = store
-        val_attempts = list(read_jsonl(store.path(0, "attempts_val.jsonl")))
+        val_attempts = list(read_jsonl(store.attempts_file(0, "val")))
         profile = (student_profile(run.val_history(1), val_attempts, cfg.loop.val_errors_shown, cfg.seed + 1)
                    if cfg.loop.val_errors_shown else None)
         stages["refine"] = refine_items(train, diag, run.teacher_history(1), profile, cfg.teacher.history,

@@ -94,3 +94,33 @@ def test_an_output_file_refuses_rows_made_with_other_settings(tmp_path: Path) ->
     mine.write_text('{"id": "x"}\n')  # a user's file that undo did not write
     with pytest.raises(UserError, match="cannot tell what made it"):
         claim_output(mine, made)
+
+
+def test_the_run_folders_layout_is_named_in_one_place(tmp_path: Path) -> None:
+    """The layout DESIGN.md documents, as RunStore names it: readers ask for a file by what it
+    holds, never by its path."""
+    from undo.runstore import train_result_file
+
+    s = RunStore(tmp_path)
+    rel = {name: str(p.relative_to(tmp_path)) for name, p in {
+        "rationales": s.rationales_file(1), "usage": s.teacher_usage_file(1),
+        "partial": s.teacher_usage_partial_file(1), "examples": s.stage_rows_file(0, "examples"),
+        "examples_usage": s.stage_usage_file(0, "examples_stepwise"), "data": s.train_data_file(2),
+        "student": s.student_dir(2), "metrics": s.metrics_file("base"), "val": s.attempts_file(0, "val"),
+        "split": s.split_file("test"), "report": s.report_md, "html": s.report_html,
+        "plot": s.plot_file("accuracy"), "events": s.tensorboard_dir, "matrix": s.transfer_matrix_file,
+        "trained": train_result_file(s.student_dir(0))}.items()}
+    assert rel == {
+        "rationales": "iter_1/rationales.jsonl", "usage": "iter_1/teacher_usage.json",
+        "partial": "iter_1/teacher_usage.partial.json", "examples": "iter_0/examples.jsonl",
+        "examples_usage": "iter_0/examples_stepwise_usage.json", "data": "iter_2/train_data.jsonl",
+        "student": "iter_2/student", "metrics": "base/metrics.json", "val": "iter_0/attempts_val.jsonl",
+        "split": "splits/test.jsonl", "report": "report.md", "html": "report.html",
+        "plot": "plots/accuracy.png", "events": "tensorboard", "matrix": "transfer_matrix.json",
+        "trained": "iter_0/student/train_result.json"}
+    t = s.transfer("smol_iter0_abcd1234")
+    assert t.root == tmp_path / "transfer_smol_iter0_abcd1234" and not t.finished()
+    t.metrics_file.parent.mkdir()
+    t.metrics_file.write_text("{}")
+    t.attempts_file("test").write_text("")
+    assert t.finished() and t.student_dir.name == "student" and t.made_by_file.name == "transfer.json"

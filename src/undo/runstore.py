@@ -184,6 +184,40 @@ def claim_output(path: Path, made_by: dict[str, Any]) -> None:
     write_json(stamp, made_by)
 
 
+def train_result_file(student_dir: Path | str) -> Path:
+    """A trained student folder's train_result.json (steps, losses, tokens/s): written last,
+    so its presence says the folder holds a finished student."""
+    return Path(student_dir) / "train_result.json"
+
+
+class TransferFolder:
+    """Paths of one transfer folder, runs/<name>/transfer_<student>_iter<K>_<digest>/: another
+    student trained on iteration K's training set and scored on the run's val and test."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @property
+    def made_by_file(self) -> Path:
+        """transfer.json: the student, iteration and overrides that made the folder."""
+        return self.root / "transfer.json"
+
+    @property
+    def student_dir(self) -> Path:
+        return self.root / "student"
+
+    def attempts_file(self, split: str) -> Path:
+        return self.root / f"attempts_{split}.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.root / "metrics.json"
+
+    def finished(self) -> bool:
+        """Scored: metrics written and test answers there (what `undo compare` pairs)."""
+        return self.metrics_file.exists() and self.attempts_file("test").exists()
+
+
 class RunStore:
     """Paths, markers and the lock of runs/<name>/."""
 
@@ -225,6 +259,39 @@ class RunStore:
     def path(self, k: int | str, name: str) -> Path:
         return self.iter_dir(k) / name
 
+    # a teacher stage -> (its rows, its usage), in its iteration's folder: `teach` explains or
+    # refines; the `examples*` passes write iteration 0's worked examples for tasks without any
+    STAGE_FILES = {"teach": ("rationales.jsonl", "teacher_usage.json"),
+                   "examples": ("examples.jsonl", "examples_usage.json"),
+                   "examples_stepwise": ("examples_stepwise.jsonl", "examples_stepwise_usage.json")}
+
+    def stage_rows_file(self, k: int | str, stage: str = "teach") -> Path:
+        return self.path(k, self.STAGE_FILES[stage][0])
+
+    def stage_usage_file(self, k: int | str, stage: str = "teach", partial: bool = False) -> Path:
+        """The stage's usage (teacher_usage.json); `partial`: what interrupted invocations spent."""
+        name = self.STAGE_FILES[stage][1]
+        return self.path(k, name.replace(".json", ".partial.json") if partial else name)
+
+    def rationales_file(self, k: int | str) -> Path:
+        return self.stage_rows_file(k)
+
+    def teacher_usage_file(self, k: int | str) -> Path:
+        return self.stage_usage_file(k)
+
+    def teacher_usage_partial_file(self, k: int | str) -> Path:
+        return self.stage_usage_file(k, partial=True)
+
+    def train_data_file(self, k: int | str) -> Path:
+        """The training set iteration k's student was trained on (source of each row)."""
+        return self.path(k, "train_data.jsonl")
+
+    def student_dir(self, k: int | str) -> Path:
+        return self.path(k, "student")
+
+    def metrics_file(self, k: int | str) -> Path:
+        return self.path(k, "metrics.json")
+
     def attempts_file(self, k: int | str, split: str) -> Path:
         """Iteration k's student answers on a split (`"base"`: the untrained student); iteration
         k's train answers are the diagnosis of student k-1."""
@@ -245,6 +312,31 @@ class RunStore:
 
     def split_file(self, split: str) -> Path:
         return self.root / "splits" / f"{split}.jsonl"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+    @property
+    def report_html(self) -> Path:
+        return self.root / "report.html"
+
+    def plot_file(self, name: str) -> Path:
+        """plots/<name>.png, the report's figures."""
+        return self.root / "plots" / f"{name}.png"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def transfer_matrix_file(self) -> Path:
+        """transfer_matrix.json: `undo transfer`'s students x iterations table for this run."""
+        return self.root / "transfer_matrix.json"
+
+    def transfer(self, name: str) -> TransferFolder:
+        """The transfer folder `transfer_<name>` (name: student slug, iteration and digest)."""
+        return TransferFolder(self.root / f"transfer_{name}")
 
     def config_file(self) -> Path:
         """The run's saved config.yaml; a folder without one is not a run (one line)."""

@@ -389,16 +389,16 @@ def test_teacher_usage_is_summed_over_interrupted_invocations(tmp_path, monkeypa
         with pytest.raises(UserError, match="rejected the API key"):
             first.teach(0, [TeachItem(r) for r in first.splits["train"]], "teacher explains")
         first.store.unlock()
-    partial = read_json(first.store.path(0, "teacher_usage.partial.json"))
+    partial = read_json(first.store.teacher_usage_partial_file(0))
     assert partial["requests"] == 4 and partial["invocations"] == 1
     with FaultServer() as srv:  # another address: where the teacher is may change on resume
         again = UndoRun(cfg_for(srv.url))
         again.prepare()
         again.teach(0, [TeachItem(r) for r in again.splits["train"]], "teacher explains")
-    info = read_json(again.store.path(0, "teacher_usage.json"))
+    info = read_json(again.store.teacher_usage_file(0))
     assert info["invocations"] == 2
     assert info["usage"]["cached"] == 4 and info["usage"]["requests"] == 4 + (n - 4)
-    assert not again.store.path(0, "teacher_usage.partial.json").exists()
+    assert not again.store.teacher_usage_partial_file(0).exists()
 
 
 @pytest.mark.slow

@@ -158,7 +158,7 @@ def test_refine_repeat_trains_on_the_previous_rationale_without_a_teacher(tmp_pa
     run.prepare()
     train = run.splits["train"]
     for r in train[:3]:  # iteration 0 verified three of the four
-        append_jsonl(run.store.path(0, "rationales.jsonl"), {"id": r.id, "rationale": f"old {r.id}"})
+        append_jsonl(run.store.rationales_file(0), {"id": r.id, "rationale": f"old {r.id}"})
     attempts = {r.id: {"correct": i == 0, "output": "1 + 1 = 2\nThe answer is 2."} for i, r in enumerate(train)}
     items = refine_items(train, attempts, run.teacher_history(1), None, show_history=True)
     rows = {r["id"]: r for r in run.repeat(1, items)}

@@ -33,8 +33,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (store.root / "config.yaml").write_text(config_to_yaml(cfg))
     examples = [{"id": str(i), "prompt": f"What is {i} + 4?", "completion": f"{i} + 4 = {i + 4}. "
                  f"The answer is {i + 4}."} for i in range(8)]
-    train_student(examples, store.path(0, "student"), cfg.student, cfg.train, seed=0, progress=False)
-    write_json(store.path(0, "metrics.json"), {"val_acc": 0.25, "val_n": 8, "test_acc": 0.5, "test_n": 4})
+    train_student(examples, store.student_dir(0), cfg.student, cfg.train, seed=0, progress=False)
+    write_json(store.metrics_file(0), {"val_acc": 0.25, "val_n": 8, "test_acc": 0.5, "test_n": 4})
     return store.root
 
 

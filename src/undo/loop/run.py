@@ -32,6 +32,7 @@ from undo.runstore import (
     read_metrics,
     read_rationale_rows,
     read_train_rows,
+    train_result_file,
     write_atomic,
     write_json,
     write_jsonl,
@@ -53,10 +54,6 @@ from undo.teacher.rationale import (
 )
 
 SPLITS = ("train", "val", "test")
-# teacher stage -> (its rows, its usage) in the iteration's folder
-STAGE_FILES = {"teach": ("rationales.jsonl", "teacher_usage.json"),
-               "examples": ("examples.jsonl", "examples_usage.json"),
-               "examples_stepwise": ("examples_stepwise.jsonl", "examples_stepwise_usage.json")}
 # the worked-example passes of iteration 0 (when the task has no gold rationales)
 EXAMPLE_STAGES = ("examples", "examples_stepwise")
 
@@ -145,13 +142,12 @@ class UndoRun:
               examples: list[dict[str, str]] | None = None, stage: str = "teach") -> list[RationaleRow]:
         """A teacher stage of iteration k: `teach` (explain or refine: rationales.jsonl), or one
         of the zero-shot passes that write worked examples (EXAMPLE_STAGES)."""
-        rows_file, usage_file = STAGE_FILES[stage]
-        path = self.store.path(k, rows_file)
+        path = self.store.stage_rows_file(k, stage)
         if self.store.done(k, stage):
             return list(read_rationale_rows(path))
         # what earlier, interrupted invocations of this stage spent: a resumed run's usage
         # is the sum over all of them (what they finished comes back as cache hits)
-        partial = self.store.path(k, usage_file.replace(".json", ".partial.json"))
+        partial = self.store.stage_usage_file(k, stage, partial=True)
         earlier = read_json(partial) if partial.exists() else {}
         invocations = int(earlier.get("invocations", 0)) + 1
         usage = Usage()
@@ -186,7 +182,7 @@ class UndoRun:
         total = usage.merged(earlier)
         info: StageUsage = {"usage": total.to_dict(), "invocations": invocations, "summary": summarize(rows),
                 "cost_usd": total.cost(self.cfg.teacher.price)}
-        write_json(self.store.path(k, usage_file), info)
+        write_json(self.store.stage_usage_file(k, stage), info)
         self.store.mark_done(k, stage)
         partial.unlink(missing_ok=True)
         return rows
@@ -228,7 +224,7 @@ class UndoRun:
         question's (text or None, reason); rows as the teacher stage writes them (mode `mode`,
         teacher.refine_samples copies of the text), a zero usage (plus `usage_extra`, read
         after every item is done), the stage marked done. Resumes like any stage."""
-        path = self.store.path(k, "rationales.jsonl")
+        path = self.store.rationales_file(k)
         if not self.store.done(k, "teach"):
             path.unlink(missing_ok=True)
             copies = self.cfg.teacher.refine_samples
@@ -242,7 +238,7 @@ class UndoRun:
                     "mode": mode, "attempts": [], "usage": {"prompt_tokens": 0, "completion_tokens": 0}}
                 append_jsonl(path, row)
             # StageUsage, plus the keys of usage_extra
-            write_json(self.store.path(k, "teacher_usage.json"), {
+            write_json(self.store.teacher_usage_file(k), {
                 "usage": Usage().to_dict(), "invocations": 1,
                 "summary": summarize(list(read_rationale_rows(path))),
                 "cost_usd": None, **(usage_extra or {})})
@@ -254,11 +250,11 @@ class UndoRun:
         b, t = self.cfg.loop.budget, self.cfg.teacher
         if not b.limited:
             return None
-        spent = spent_before([self.store.path(j, "teacher_usage.json") for j in range(k)]
-                             + [self.store.path(k, "teacher_usage.partial.json")]
-                             + [self.store.path(0, STAGE_FILES[st][1].replace(".json", suffix))
-                                for st in EXAMPLE_STAGES for suffix in (".json", ".partial.json")])
-        ratio = measured_bytes_per_token([self.store.path(j, "rationales.jsonl") for j in range(k + 1)])
+        spent = spent_before([self.store.teacher_usage_file(j) for j in range(k)]
+                             + [self.store.teacher_usage_partial_file(k)]
+                             + [self.store.stage_usage_file(0, st, partial)
+                                for st in EXAMPLE_STAGES for partial in (False, True)])
+        ratio = measured_bytes_per_token([self.store.rationales_file(j) for j in range(k + 1)])
         return TeacherBudget(
             tokens_left=None if b.teacher_tokens is None
             else b.teacher_tokens - spent.prompt_tokens - spent.completion_tokens,
@@ -295,9 +291,9 @@ class UndoRun:
         from undo.student.fit import fit
         from undo.student.train import make_example
 
-        out_dir = self.store.path(k, "student")
+        out_dir = self.store.student_dir(k)
         if self.store.done(k, "train"):
-            return read_json(out_dir / "train_result.json")
+            return read_json(train_result_file(out_dir))
         by_id = {r.id: r for r in self.splits["train"]}
         examples = [make_example(by_id[row["id"]], row["rationale"]) for row in rows]
         if not examples:
@@ -317,7 +313,7 @@ class UndoRun:
         display.info(f"iter {k}: training on {len(examples)} examples")
         fit(examples, out_dir, cfg, init_from)
         self.store.mark_done(k, "train")
-        return read_json(out_dir / "train_result.json")
+        return read_json(train_result_file(out_dir))
 
     # ---- history helpers -----------------------------------------------------------
 
@@ -325,7 +321,7 @@ class UndoRun:
         """id -> verified teacher rationales from iterations < upto, oldest first."""
         hist: dict[str, list[dict[str, Any]]] = {}
         for j in range(upto):
-            for row in read_rationale_rows(self.store.path(j, "rationales.jsonl")):
+            for row in read_rationale_rows(self.store.rationales_file(j)):
                 if row.get("rationale"):
                     hist.setdefault(row["id"], []).append(
                         {"iteration": j, "rationale": row["rationale"]})
@@ -334,7 +330,7 @@ class UndoRun:
     def val_history(self, upto: int) -> list[tuple[int, float]]:
         out = []
         for j in range(upto):
-            p = self.store.path(j, "metrics.json")
+            p = self.store.metrics_file(j)
             if p.exists():
                 out.append((j, read_metrics(p)["val_acc"]))
         return out
@@ -343,7 +339,7 @@ class UndoRun:
 
     def iteration(self, k: int) -> IterationMetrics | None:
         """Run (or resume) iteration k; None when the student already solves all of train."""
-        mpath = self.store.path(k, "metrics.json")
+        mpath = self.store.metrics_file(k)
         if mpath.exists():
             return read_metrics(mpath)
         t0 = time.time()
@@ -362,22 +358,22 @@ class UndoRun:
             if mixed is None:
                 return None
             data, counts = mixed
-        data_path = self.store.path(k, "train_data.jsonl")
+        data_path = self.store.train_data_file(k)
         if not self.store.done(k, "mix"):
             write_jsonl(data_path, data)
             self.store.mark_done(k, "mix", {"sources": counts})
         data = list(read_train_rows(data_path))
         metrics["train_examples"] = len(data)
         metrics["sources"] = counts
-        init = (str(self.store.path(k - 1, "student"))
+        init = (str(self.store.student_dir(k - 1))
                 if k > 0 and cfg.loop.student_init == "continue" else cfg.student.model)
         tr = self.train(k, data, init)
         metrics["steps"] = tr.get("steps")
-        student_dir = str(self.store.path(k, "student"))
+        student_dir = str(self.store.student_dir(k))
         self.score(k, student_dir, metrics)
         # iteration 0's teacher work includes the zero-shot pass that wrote worked examples
-        usages: list[UsageCounts] = [read_json(p)["usage"] for p in [self.store.path(k, "teacher_usage.json")]
-                  + ([self.store.path(0, STAGE_FILES[st][1]) for st in EXAMPLE_STAGES] if k == 0 else [])
+        usages: list[UsageCounts] = [read_json(p)["usage"] for p in [self.store.teacher_usage_file(k)]
+                  + ([self.store.stage_usage_file(0, st) for st in EXAMPLE_STAGES] if k == 0 else [])
                   if p.exists()]
         metrics["teacher_tokens"] = sum(u.get("prompt_tokens", 0) + u.get("completion_tokens", 0)
                                         for u in usages)
@@ -391,14 +387,14 @@ class UndoRun:
         """Iteration k >= 1 up to its training set: diagnose the previous student on train,
         have the failed questions refined (or repeated), and mix. None: nothing failed."""
         cfg, train = self.cfg, self.splits["train"]
-        prev_dir = str(self.store.path(k - 1, "student"))
+        prev_dir = str(self.store.student_dir(k - 1))
         diag = self.attempts(k, "train", prev_dir)
         check = cfg.teacher.check_steps
         wrong = sum(not solved(a, check) for a in diag.values())
         metrics["train_errors"] = wrong
         if wrong == 0:
             return None
-        val_prev = list(read_attempt_rows(self.store.path(k - 1, "attempts_val.jsonl")))
+        val_prev = list(read_attempt_rows(self.store.attempts_file(k - 1, "val")))
         profile = student_profile(self.val_history(k), val_prev, cfg.loop.val_errors_shown,
                                   cfg.seed + k) if cfg.loop.val_errors_shown else None
         history = self.teacher_history(k)
@@ -411,7 +407,7 @@ class UndoRun:
             # the most diagnoses so far (the hardest) go first
             wrong_before = {r.id: 0 for r in train}
             for j in range(1, k + 1):  # the diagnoses of students 0..k-1
-                for a in read_attempt_rows(self.store.path(j, "attempts_train.jsonl")):
+                for a in read_attempt_rows(self.store.attempts_file(j, "train")):
                     wrong_before[a["id"]] += not a["correct"]
             items.sort(key=lambda it: -wrong_before[it.record.id])
         if cfg.loop.refine == "teacher":
@@ -421,12 +417,12 @@ class UndoRun:
         metrics["refined_failed"] = len(refined) - metrics["refined_verified"]
         metrics["tailoring"] = tailoring(items, refined)
         latest = {i: h[-1]["rationale"] for i, h in history.items()}
-        prev_rows = list(read_train_rows(self.store.path(k - 1, "train_data.jsonl")))
+        prev_rows = list(read_train_rows(self.store.train_data_file(k - 1)))
         return mix_training_set(cfg.loop.mix, k, train, diag, refined, latest, prev_rows, check)
 
     def base_eval(self) -> IterationMetrics:
         """The untrained student on val and test: the row every comparison starts from."""
-        path = self.store.path("base", "metrics.json")
+        path = self.store.metrics_file("base")
         if path.exists():
             return read_metrics(path)
         m: IterationMetrics = {"iteration": "base"}
@@ -451,12 +447,12 @@ class UndoRun:
         offset = sum(r.get("steps") or 0 for r in rows if isinstance(r.get("iteration"), int)
                      and r["iteration"] < m["iteration"])
         if isinstance(m.get("iteration"), int):
-            tr = read_json(self.store.path(m["iteration"], "student") / "train_result.json")
+            tr = read_json(train_result_file(self.store.student_dir(m["iteration"])))
             self.trackers.log_training(tr["losses"], tr["loss_steps"], offset)
             offset += m.get("steps") or 0
         from undo.outputs.tracking import iteration_metrics
 
-        usage = self.store.path(m["iteration"], "teacher_usage.json")
+        usage = self.store.teacher_usage_file(m["iteration"])
         cost = read_json(usage).get("cost_usd") if usage.exists() else None
         self.trackers.log(iteration_metrics(m, cost), offset)
 
@@ -468,7 +464,7 @@ class UndoRun:
         preflight(cfg, self.splits)
         if not self.store.done(0, "teach"):
             _ = self.teacher  # builds the backend and health-checks the endpoint
-        fresh: list[int | str] = [] if self.store.path("base", "metrics.json").exists() else ["base"]
+        fresh: list[int | str] = [] if self.store.metrics_file("base").exists() else ["base"]
         rows: list[IterationMetrics] = [self.base_eval()] if cfg.loop.eval_base else []
         if fresh and rows:
             self._track(rows, rows[0])
@@ -484,7 +480,7 @@ class UndoRun:
         last = 0 if cfg.loop.method == "oneshot" else cfg.loop.max_iterations
         best_k, best_val, stale, stop_reason = None, -1.0, 0, "max_iterations"
         for k in range(last + 1):
-            if not self.store.path(k, "metrics.json").exists():
+            if not self.store.metrics_file(k).exists():
                 fresh.append(k)
             try:
                 m = self.iteration(k)
@@ -520,7 +516,7 @@ class UndoRun:
         if cfg.loop.method == "undo" and cfg.loop.flow_train_eval and last_k > 0:
             # the last student on train, stored as the next iteration's diagnosis would be
             # (a resumed run with more iterations reuses it): the flow's last transition
-            self.attempts(last_k + 1, "train", str(self.store.path(last_k, "student")))
+            self.attempts(last_k + 1, "train", str(self.store.student_dir(last_k)))
         summary: Summary = {
             "name": cfg.name,
             "method": cfg.loop.method,
@@ -532,11 +528,11 @@ class UndoRun:
             "teacher_tokens": sum(r.get("teacher_tokens") or 0 for r in iters),
             "wall_s": round(sum(r.get("wall_s") or 0 for r in iters), 1),
             "iterations": rows,
-            "best_student": str(self.store.path(best_k, "student")),
+            "best_student": str(self.store.student_dir(best_k)),
         }
         b = cfg.loop.budget
         if b.limited:
-            spent = spent_before([self.store.path(r["iteration"], "teacher_usage.json") for r in iters])
+            spent = spent_before([self.store.teacher_usage_file(r["iteration"]) for r in iters])
             summary["budget"] = budget_summary(b.teacher_tokens, b.cost, spent, cfg.teacher.price)
         from undo.outputs.flow import flow_summary
         from undo.outputs.report import headline, write_report

@@ -19,7 +19,15 @@ from typing import Any
 
 from undo.errors import UserError
 from undo.rows import IterationMetrics, RationaleRow, TrainRow
-from undo.runstore import RunStore, read_jsonl, read_metrics, read_rationale_rows, read_train_rows, swap_dir
+from undo.runstore import (
+    RunStore,
+    read_jsonl,
+    read_metrics,
+    read_rationale_rows,
+    read_train_rows,
+    swap_dir,
+    train_result_file,
+)
 
 _MADE_BY = "undo_export.json"  # marks a folder an export wrote (an export may replace it)
 
@@ -52,10 +60,10 @@ def export_model(run_dir: Path, out: Path, iteration: int | None = None,
     cfg = load_config(store.config_file())
     if iteration is None:
         iteration = store.best_iteration()
-    student = store.path(iteration, "student")
-    if not (student / "train_result.json").exists():
+    student = store.student_dir(iteration)
+    if not train_result_file(student).exists():
         raise UserError(f"{student}: no trained student (iteration {iteration} has not finished training)")
-    metrics_file = store.path(iteration, "metrics.json")
+    metrics_file = store.metrics_file(iteration)
     metrics: IterationMetrics = read_metrics(metrics_file) if metrics_file.exists() else {}
     info = {
         "run": str(run_dir.resolve()), "iteration": iteration, "student_base": cfg.student.model,
@@ -155,7 +163,7 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
     store = RunStore(run_dir)
     cfg = load_config(store.config_file())
     k = store.best_iteration() if iteration in (None, "best") else int(iteration)
-    data_file = store.path(k, "train_data.jsonl")
+    data_file = store.train_data_file(k)
     if not data_file.exists():
         raise UserError(f"{data_file}: not found (iteration {k} has no training set)")
     out = Path(out)
@@ -163,8 +171,8 @@ def export_dataset(run_dir: Path, out: Path, iteration: int | str | None = None,
     if not rows:
         raise UserError(f"{data_file}: empty training set; nothing to export")
     ds = datasets.DatasetDict({"train": datasets.Dataset.from_list(rows)})
-    metrics = [read_metrics(store.path(j, "metrics.json")) for j in store.iterations()
-               if store.path(j, "metrics.json").exists()]
+    metrics = [read_metrics(store.metrics_file(j)) for j in store.iterations()
+               if store.metrics_file(j).exists()]
     info = {"run": str(run_dir.resolve()), "iteration": k, "rows": len(rows), "teacher": cfg.teacher.model,
             "student": cfg.student.model, "method": cfg.loop.method, "task": cfg.task.name,
             "dataset": cfg.task.dataset or cfg.task.source}
@@ -191,12 +199,12 @@ def _dataset_rows(store: RunStore, k: int, teacher: str) -> list[dict[str, Any]]
     # the teacher's verdict and attempt count for each question, from the iteration that wrote it
     teacher_rows: dict[tuple[int, str], RationaleRow] = {}
     for j in range(k + 1):
-        path = store.path(j, "rationales.jsonl")
+        path = store.rationales_file(j)
         if path.exists():
             for t_row in read_rationale_rows(path):
                 teacher_rows[(j, str(t_row["id"]))] = t_row
     rows = []
-    for row in read_train_rows(store.path(k, "train_data.jsonl")):
+    for row in read_train_rows(store.train_data_file(k)):
         qid = str(row["id"])
         made_in = _origin(teacher_rows, qid, row, k)
         t = teacher_rows.get((made_in, qid), {}) if made_in is not None else {}

@@ -36,7 +36,7 @@ def _rationales(path: Path) -> dict[str, RationaleRow]:
 def _iterations(store: RunStore) -> list[int]:
     ks = []
     k = 0
-    while store.path(k, "metrics.json").exists():
+    while store.metrics_file(k).exists():
         ks.append(k)
         k += 1
     return ks
@@ -60,9 +60,9 @@ def learning_flow(run_dir: Path) -> dict[str, Any]:
     for k in ks:
         val = _attempts(store.attempts_file(k, "val"))
         train = _attempts(store.attempts_file(k + 1, "train"))  # student k, diagnosed next
-        refined = _rationales(store.path(k, "rationales.jsonl")) if k > 0 else {}
+        refined = _rationales(store.rationales_file(k)) if k > 0 else {}
         sources: dict[str, list[str]] = {}
-        data_file = store.path(k, "train_data.jsonl")
+        data_file = store.train_data_file(k)
         for row in read_train_rows(data_file) if data_file.exists() else []:
             sources.setdefault(str(row["id"]), []).append(row["source"])
         for qid in splits["val"]:
@@ -145,7 +145,7 @@ def question_story(run_dir: Path, qid: str) -> list[str]:
     for k in flow["iterations"]:
         out.append(f"== iteration {k} ==")
         if split == "train":
-            rationales = _rationales(store.path(k, "rationales.jsonl"))
+            rationales = _rationales(store.rationales_file(k))
             if k > 0 and qid in rationales:
                 error = _attempts(store.attempts_file(k, "train")).get(qid)
                 if error is not None:
@@ -184,11 +184,11 @@ def story_pick(run_dir: Path) -> tuple[str, int] | None:
     store = RunStore(Path(run_dir))
     best: tuple[tuple[bool, ...], str, int] | None = None
     for k in _iterations(store)[1:]:
-        refined = _rationales(store.path(k, "rationales.jsonl"))
+        refined = _rationales(store.rationales_file(k))
         diag = _attempts(store.attempts_file(k, "train"))
         after = _attempts(store.attempts_file(k + 1, "train"))
         previous = {qid: r.get("rationale")
-                    for qid, r in _rationales(store.path(k - 1, "rationales.jsonl")).items()}
+                    for qid, r in _rationales(store.rationales_file(k - 1)).items()}
         for qid, row in refined.items():
             if not row.get("rationale") or qid not in diag:
                 continue
@@ -210,7 +210,7 @@ def fixed_story(run_dir: Path, attempt_shown: bool) -> list[str]:
     qid, k = pick
     record = next(r for r in read_jsonl(store.split_file("train")) if str(r["id"]) == qid)
     before = _attempts(store.attempts_file(k, "train"))[qid]
-    refined = _rationales(store.path(k, "rationales.jsonl"))[qid]
+    refined = _rationales(store.rationales_file(k))[qid]
     after = _attempts(store.attempts_file(k + 1, "train")).get(qid)
     out = [f"One question's story (train, iteration {k}): {record['question'].strip()}  "
            f"(gold {record['answer']})",

@@ -8,7 +8,7 @@ from typing import Any
 from undo.display import tailored, teacher_shown
 from undo.errors import UserError
 from undo.rows import Headline, HeadlineArm, IterationMetrics, TransferMatrix
-from undo.runstore import RunStore, read_attempt_rows, read_json, read_summary, write_atomic
+from undo.runstore import RunStore, TransferFolder, read_attempt_rows, read_json, read_summary, write_atomic
 from undo.stats import accuracy_ci, paired_bootstrap
 
 
@@ -62,9 +62,10 @@ def _plot(rows: list[IterationMetrics], out: Path) -> str | None:
 
 
 def write_report(run_dir: Path) -> Path:
-    summary = read_summary(RunStore(run_dir).summary_file)
+    store = RunStore(run_dir)
+    summary = read_summary(store.summary_file)
     rows = summary["iterations"]
-    plot = _plot(rows, run_dir / "plots" / "accuracy.png")
+    plot = _plot(rows, store.plot_file("accuracy"))
     md = [
         f"# {summary['name']} ({summary['method']})",
         "",
@@ -89,9 +90,8 @@ def write_report(run_dir: Path) -> Path:
                "refinement was trained on) or never refined. `undo flow RUN --question ID` shows "
                "one question's answers and the refined explanations.", "",
                flow_markdown({"counts": summary["flow"]})]
-    if (run_dir / "transfer_matrix.json").exists():
-
-        matrix: TransferMatrix = read_json(run_dir / "transfer_matrix.json")
+    if store.transfer_matrix_file.exists():
+        matrix: TransferMatrix = read_json(store.transfer_matrix_file)
         md += ["## Transfer: other students on this run's data", "",
                "Test accuracy of each student trained on each iteration's training set; in brackets, "
                "the paired 95% CI against the same student's first column.", "",
@@ -99,11 +99,11 @@ def write_report(run_dir: Path) -> Path:
     if plot:
         md.append(f"![accuracy]({plot})")
     text = "\n".join(md) + "\n"
-    write_atomic(run_dir / "report.md", text)
+    write_atomic(store.report_md, text)
     from undo.outputs.report_html import write_html
 
-    write_atomic(run_dir / "report.html", write_html(run_dir, summary, {}))
-    return run_dir / "report.md"
+    write_atomic(store.report_html, write_html(run_dir, summary, {}))
+    return store.report_md
 
 
 # ---- comparisons -------------------------------------------------------------------
@@ -176,8 +176,8 @@ def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[
         text, _, k = text.rpartition("@")
         iteration = int(k) if k.isdigit() else k
     run = Path(text)
-    if (run / "metrics.json").exists() and (run / "attempts_test.jsonl").exists():
-        label, path = run.name, run / "attempts_test.jsonl"  # a transfer / single-stage folder
+    if TransferFolder(run).finished():
+        label, path = run.name, TransferFolder(run).attempts_file("test")
     else:
         store = RunStore(run)
         if not store.summary_file.exists():

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from undo.rows import Flow, FlowQuestion, IterationMetrics, RationaleRow, Summary
-from undo.runstore import RunStore, read_attempt_rows, read_json, read_jsonl, read_rationale_rows
+from undo.runstore import (
+    RunStore,
+    read_attempt_rows,
+    read_json,
+    read_jsonl,
+    read_rationale_rows,
+    train_result_file,
+)
 
 SECTIONS = ["accuracy", "loss", "verdicts", "sources", "teacher", "flow"]
 
@@ -61,7 +68,7 @@ def report_data(run_dir: Path, summary: Summary) -> dict[str, Any]:
         acc.append(entry)
     losses, offset = [], 0
     for r in iters:
-        tr_file = store.path(r["iteration"], "student") / "train_result.json"
+        tr_file = train_result_file(store.student_dir(r["iteration"]))
         tr = read_json(tr_file) if tr_file.exists() else {"losses": [], "loss_steps": []}
         losses.append({"iteration": r["iteration"], "steps": [offset + s for s in tr["loss_steps"]],
                        "losses": tr["losses"]})
@@ -69,10 +76,10 @@ def report_data(run_dir: Path, summary: Summary) -> dict[str, Any]:
     verdicts, usage = [], []
     for r in iters:
         k = r["iteration"]
-        path = store.path(k, "rationales.jsonl")
+        path = store.rationales_file(k)
         verdicts.append({"iteration": k, "counts": dict(Counter(_verdict(x) for x in read_rationale_rows(path)))
                          if path.exists() else {}})
-        u_file = store.path(k, "teacher_usage.json")
+        u_file = store.teacher_usage_file(k)
         u = read_json(u_file) if u_file.exists() else {}
         tokens = u.get("usage", {}).get("prompt_tokens", 0) + u.get("usage", {}).get("completion_tokens", 0)
         usage.append({"iteration": k, "tokens": tokens, "cost": u.get("cost_usd")})
@@ -121,9 +128,9 @@ def grid_rows(run_dir: Path, iters: list[IterationMetrics], grid: dict[str, Flow
     is the training example's source), filter tags, and the attempts and rationales its row
     opens onto. Train first, in split order."""
     ks = [r["iteration"] for r in iters]
+    store = RunStore(run_dir)
     text = {str(r["id"]): r["question"] for split in ("train", "val")
-            for r in (read_jsonl(run_dir / "splits" / f"{split}.jsonl")
-                      if (run_dir / "splits" / f"{split}.jsonl").exists() else [])}
+            for r in (read_jsonl(store.split_file(split)) if store.split_file(split).exists() else [])}
     columns = (["base"] if any("base" in q["correct"] for q in grid.values()) else []) + ks
     out = []
     for qid, q in grid.items():
@@ -170,7 +177,7 @@ def _question_details(run_dir: Path, iters: list[IterationMetrics],
         add(store.attempts_file(k, "train"), f"iteration {k}: the student before it (diagnosis)",
             lambda a: ("right" if a["correct"] else "wrong") + ": " + a["output"])
         what = "explains" if k == 0 else "refines"
-        add(store.path(k, "rationales.jsonl"), f"iteration {k}: the teacher ({what})",
+        add(store.rationales_file(k), f"iteration {k}: the teacher ({what})",
             lambda x: x.get("rationale") or f"(none verified: {x.get('reason')})")
         add(store.attempts_file(k, "val"), f"iteration {k}: the student after training (val)",
             lambda a: ("right" if a["correct"] else "wrong") + ": " + a["output"])
@@ -238,7 +245,7 @@ def write_html(run_dir: Path, summary: Summary, markdown_tables: dict[str, str])
     data = report_data(run_dir, summary)
     env = jinja2.Environment(loader=jinja2.PackageLoader("undo", "templates"),
                              autoescape=jinja2.select_autoescape(["html", "j2"]))
-    matrix_file = run_dir / "transfer_matrix.json"
+    matrix_file = RunStore(run_dir).transfer_matrix_file
     return env.get_template("report.html.j2").render(
         **data, plots=plots(data), sections=SECTIONS, tables=markdown_tables,
         matrix=read_json(matrix_file) if matrix_file.exists() else None)

@@ -24,6 +24,7 @@ from accelerate.tracking import GeneralTracker, MLflowTracker, TensorBoardTracke
 
 from undo.errors import UserError
 from undo.rows import FlowTransition, IterationMetrics
+from undo.runstore import RunStore
 
 TRACKERS: dict[str, Callable[[Path, str], GeneralTracker]] = {}
 
@@ -47,8 +48,8 @@ def _need(module: str, name: str) -> None:
 @register_tracker("tensorboard")
 def tensorboard(run_dir: Path, name: str) -> GeneralTracker:
     _need("tensorboard", "tensorboard")
-    # accelerate writes to logging_dir/run_name: the run folder's tensorboard/, as before
-    return TensorBoardTracker(run_name="tensorboard", logging_dir=run_dir)
+    events = RunStore(run_dir).tensorboard_dir  # accelerate writes to logging_dir/run_name
+    return TensorBoardTracker(run_name=events.name, logging_dir=events.parent)
 
 
 @register_tracker("wandb")

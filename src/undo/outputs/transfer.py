@@ -14,7 +14,7 @@ from pathlib import Path
 from undo.errors import UserError
 from undo.registries import load as load_config
 from undo.rows import TransferCell, TransferMatrix, TransferMetrics
-from undo.runstore import RunStore, read_jsonl, read_train_rows, write_json
+from undo.runstore import RunStore, read_jsonl, read_train_rows, train_result_file, write_json
 from undo.tasks import Record
 
 
@@ -29,7 +29,7 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
     cfg = load_config(store.config_file(), [f"student.model={student}", *overrides])
     if iteration is None:
         iteration = store.best_iteration()
-    data_path = store.path(iteration, "train_data.jsonl")
+    data_path = store.train_data_file(iteration)
     if not data_path.exists():
         raise UserError(f"{data_path}: not found (iteration {iteration} has no training set)")
     # readable, and unique per (student, overrides): "org/m" and "org_m" or the same
@@ -37,23 +37,22 @@ def run_transfer(run_dir: Path, student: str, iteration: int | None,
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", student).strip("_")[-60:]
     made_by = {"student": student, "iteration": iteration, "overrides": sorted(overrides)}
     digest = hashlib.sha1(json.dumps(made_by, sort_keys=True).encode()).hexdigest()[:8]
-    out = run_dir / f"transfer_{slug}_iter{iteration}_{digest}"
-    write_json(out / "transfer.json", made_by)
+    folder = store.transfer(f"{slug}_iter{iteration}_{digest}")
+    write_json(folder.made_by_file, made_by)
     splits = {s: [Record.from_dict(r) for r in read_jsonl(store.split_file(s))]
               for s in ("train", "val", "test")}
     by_id = {r.id: r for r in splits["train"]}
     examples = [make_example(by_id[row["id"]], row["rationale"]) for row in read_train_rows(data_path)]
-    student_dir = out / "student"
-    if not (student_dir / "train_result.json").exists():
-        fit(examples, student_dir, cfg, init_from=student)  # honours train.launcher, as the loop does
-    metrics: TransferMetrics = {"run": str(run_dir), "dir": str(out), "iteration": iteration,
+    if not train_result_file(folder.student_dir).exists():
+        fit(examples, folder.student_dir, cfg, init_from=student)  # honours train.launcher, as the loop does
+    metrics: TransferMetrics = {"run": str(run_dir), "dir": str(folder.root), "iteration": iteration,
                                 "student": student, "train_examples": len(examples)}
     for split in ("val", "test"):
-        res = evaluate(splits[split], str(student_dir), cfg.student,
-                       out_path=out / f"attempts_{split}.jsonl")
+        res = evaluate(splits[split], str(folder.student_dir), cfg.student,
+                       out_path=folder.attempts_file(split))
         metrics[f"{split}_acc"] = res.accuracy
         metrics[f"{split}_n"] = res.n
-    write_json(out / "metrics.json", metrics)
+    write_json(folder.metrics_file, metrics)
     return metrics
 
 
@@ -66,9 +65,10 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
     from undo.stats import paired_bootstrap
 
     run_dir = Path(run_dir)
+    store = RunStore(run_dir)
     if not students or not iterations:
         raise UserError("transfer: give at least one student and one iteration")
-    best = RunStore(run_dir).best_iteration("'best' needs its summary.json") if "best" in iterations else None
+    best = store.best_iteration("'best' needs its summary.json") if "best" in iterations else None
     ks: list[int] = []
     for it in iterations:
         if it != "best" and not str(it).isdigit():
@@ -92,8 +92,8 @@ def transfer_matrix(run_dir: Path, students: list[str], iterations: list[str],
             rows.append(row)
     matrix: TransferMatrix = {"run": str(run_dir), "iterations": ks, "students": students,
                               "overrides": sorted(overrides), "cells": rows}
-    write_json(run_dir / "transfer_matrix.json", matrix)
-    if RunStore(run_dir).summary_file.exists():
+    write_json(store.transfer_matrix_file, matrix)
+    if store.summary_file.exists():
         from undo.outputs.report import write_report
 
         write_report(run_dir)  # the report shows the matrix

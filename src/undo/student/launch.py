@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from undo.errors import UserError
+from undo.runstore import train_result_file
 from undo.student.train import TrainResult
 
 
@@ -167,7 +168,7 @@ def launch_training(
         raise UserError(
             f"{launcher} training failed (exit {rc}): {' '.join(cmd)}\n" + "".join(tail).rstrip()
         )
-    result_file = Path(out_dir) / "train_result.json"
+    result_file = train_result_file(out_dir)
     if not result_file.exists():
         raise UserError(f"{launcher} training exited 0 but wrote no {result_file}")
     return TrainResult(**json.loads(result_file.read_text()))

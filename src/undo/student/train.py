@@ -29,7 +29,7 @@ from typing import Any
 from undo.config import StudentConfig, TrainConfig
 from undo.errors import UserError
 from undo.lm.models import quiet_deprecations
-from undo.runstore import swap_dir
+from undo.runstore import swap_dir, train_result_file
 from undo.tasks.base import Record, student_messages
 
 log = logging.getLogger(__name__)
@@ -358,7 +358,7 @@ def train_student(
     out_dir = Path(out_dir)
     # the new student replaces out_dir at the end: never a folder that is not an undo student
     if out_dir.is_file() or (out_dir.is_dir() and any(out_dir.iterdir())
-                             and not (out_dir / "train_result.json").exists()):
+                             and not train_result_file(out_dir).exists()):
         raise UserError(f"{out_dir} exists and is not an undo student folder; "
                         "it would be replaced: choose another --out")
     device = pick_device(student.device)
@@ -500,7 +500,7 @@ def _finish(
         )
     )
     result.wall_s = time.perf_counter() - t0
-    (tmp / "train_result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    train_result_file(tmp).write_text(json.dumps(result.to_dict(), indent=2))
     swap_dir(tmp, out_dir)
 
 
