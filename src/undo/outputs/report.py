@@ -176,8 +176,9 @@ def test_attempts(run: Path | str, iteration: str | int | None = None) -> tuple[
         text, _, k = text.rpartition("@")
         iteration = int(k) if k.isdigit() else k
     run = Path(text)
-    if TransferFolder(run).finished():
-        label, path = run.name, TransferFolder(run).attempts_file("test")
+    transfer = TransferFolder(run)
+    if transfer.finished():  # a transfer folder: its own student's test answers
+        label, path = run.name, transfer.attempts_file("test")
     else:
         store = RunStore(run)
         if not store.summary_file.exists():
