@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from undo.arithmetic import first_false_step
+from undo.arithmetic import first_false_step, unrelated_step
 
 FALSE = [
     # a refinement by the offline teacher: right answer, false chain (the case that motivated it)
@@ -103,3 +103,18 @@ def test_calculations_cut_a_chain_of_thought_to_its_arithmetic():
     # in the order written, an equation's steps as the calculations they claim
     solved = "7*s - 16 = 96\n7*s = 96 + 16\n7*s = 112\ns = 112 / 7\ns = 16\n5 + 1 = 6"
     assert calculations(solved) == [("96 + 16 = 112", "112"), ("112 / 7 = 16", "16"), ("5 + 1 = 6", "6")]
+
+
+@pytest.mark.parametrize(("question", "text", "stray"), [
+    ("Solve for z: z + 9 = 28", "67 - 94 = -27\nz + 9 = 28\nz = 28 - 9\nz = 19", "67 - 94 = -27"),
+    ("Solve for z: z + 9 = 28", "z = 28 - 9\nz = 19\nThe answer is 19.", None),
+    ("24 + 60 + 28 =", "24 + 60 = 84\n84 + 28 = 112\nThe answer is 112.", None),  # builds on line 1
+    ("Tom works 3 hours. How many minutes?", "60 * 3 = 180\nThe answer is 180.", None),  # one known operand
+    ("Ann has 5 pens and gives 2 away.", "5 - 2 = 3\n7 * 8 = 56\nThe answer is 3.", "7 * 8 = 56"),
+    ("Ann has $1,200 and spends half.", "$1,200 / 2 = $600\nThe answer is 600.", None),
+    # operands that are unwritten products, but the result is the answer
+    ("What is 23 * 18?", "23 × 18 = 23 × (10 + 8) = 23 × 10 + 23 × 8 = 230 + 184 = 414\nThe answer is 414.",
+     None),
+])
+def test_a_calculation_unrelated_to_the_question_is_found(question: str, text: str, stray: str | None) -> None:
+    assert unrelated_step(question, text) == stray

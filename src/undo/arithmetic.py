@@ -173,6 +173,31 @@ def corrects(false_step: str, text: str) -> bool:
     return False
 
 
+def _magnitudes(text: str) -> set[Fraction]:
+    """The absolute values of the numbers written in `text` (a sign is read apart)."""
+    return {_value(m.group(0)) for m in re.finditer(_NUM, text)}
+
+
+def unrelated_step(question: str, text: str) -> str | None:
+    """The first calculation of `text` that neither builds on the question or an earlier line
+    (no operand from them) nor feeds what follows (its result never written again), as
+    written; None when there is none. A teacher's own worked example can open with a stray
+    true line ("67 - 94 = -27" before solving "z + 9 = 28"): it verifies, and every prompt
+    that shows the example teaches it. Lenient on purpose: a unit constant ("60 * 3 = 180",
+    3 from the question) passes, and so does "23 x 10 + 23 x 8 = 230 + 184 = 414", whose
+    operands are unwritten products but whose result is the answer."""
+    known = _magnitudes(question)
+    start = 0
+    for line in text.splitlines(keepends=True):
+        for m in _calculations(line):
+            builds = _magnitudes(m["lhs"]) & (known | _magnitudes(line[: m.start()]))
+            if not builds and _value(m["rhs"].lstrip("-−")) not in _magnitudes(text[start + m.end():]):
+                return " ".join(m.group(0).split())
+        known |= _magnitudes(line)
+        start += len(line)
+    return None
+
+
 # --- smaller steps: the arithmetic of one calculation, split where a student slips -------
 
 

@@ -336,3 +336,17 @@ def test_concise_examples_cut_from_stepwise_rationales():
     ]
     [ex] = condensed_examples(recs, rows, 3)
     assert ex == {"question": recs[0].prompt(), "rationale": "3 + 49 = 52\n52 - 6 = 46\nThe answer is 46."}
+
+
+def test_a_worked_example_with_a_stray_calculation_is_passed_over():
+    """The 1.5B once opened a verified example with "67 - 94 = -27" before solving z + 9 = 28,
+    and 26 of 80 rationales then copied the line: such an example is skipped, zero-shot or cut."""
+    from undo.teacher.rationale import condensed_examples, examples_from_rows
+
+    recs = [Record("z", "Solve for z: z + 9 = 28", "19", "number"),
+            Record("m", "Solve for m: 26*m = 260", "10", "number")]
+    rows = [{"id": "z", "rationale": "67 - 94 = -27\nz + 9 = 28\nz = 28 - 9\nz = 19\nThe answer is 19."},
+            {"id": "m", "rationale": "26*m = 260\nm = 260 / 26\nm = 10\nThe answer is 10."}]
+    assert [e["question"] for e in examples_from_rows(recs, rows, 2)] == [recs[1].prompt()]
+    stepwise = [{"id": "z", "rationale": "First, 67 - 94 = -27. Then 28 - 9 = 19.\nThe answer is 19."}]
+    assert condensed_examples(recs, stepwise, 1) == []

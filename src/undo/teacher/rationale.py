@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from undo.arithmetic import calculations, first_false_step
+from undo.arithmetic import calculations, first_false_step, unrelated_step
 from undo.config import TeacherConfig
 from undo.grading import answer_line, answer_type
 from undo.rows import RationaleRow, TeacherAttempt, VerdictCounts
@@ -109,10 +109,13 @@ def example_candidates(train: list[Record], n: int) -> list[Record]:
 
 
 def examples_from_rows(candidates: list[Record], rows: list[RationaleRow], n: int) -> list[dict[str, str]]:
-    """The first n verified rationales of a zero-shot pass, as worked examples."""
+    """The first n verified rationales of a zero-shot pass, as worked examples; one with a
+    calculation unrelated to its question (`unrelated_step`) is passed over, because every
+    prompt that shows it would teach the stray line."""
     by_id = {r.id: r for r in candidates}
     return [{"question": by_id[row["id"]].prompt(), "rationale": row["rationale"]}
-            for row in rows if row.get("rationale") and row["id"] in by_id][:n]
+            for row in rows if row.get("rationale") and row["id"] in by_id
+            and unrelated_step(by_id[row["id"]].prompt(), row["rationale"]) is None][:n]
 
 
 # a zero-shot chain of thought needs room: at the demo's 96 tokens most would be cut off
@@ -130,8 +133,9 @@ def example_pass_config(cfg: TeacherConfig, stage: str) -> TeacherConfig:
 
 def condensed_examples(candidates: list[Record], rows: list[RationaleRow], n: int) -> list[dict[str, str]]:
     """Concise worked examples cut from verified stepwise rationales: their calculations, one
-    per line, then the answer line. Kept only when every calculation holds and the last one's
-    result is the gold answer, so the cut-down text still derives the answer by itself."""
+    per line, then the answer line. Kept only when every calculation holds, each builds on the
+    question or an earlier line, and the last one's result is the gold answer, so the cut-down
+    text still derives the answer by itself."""
     by_id = {r.id: r for r in candidates}
     out = []
     for row in rows:
@@ -145,7 +149,8 @@ def condensed_examples(candidates: list[Record], rows: list[RationaleRow], n: in
         if not r.grade(answer_line(last.lstrip("$€£"))).correct:
             continue
         text = "\n".join(c for c, _ in calcs) + "\n" + answer_line(r.gold_display())
-        out.append({"question": r.prompt(), "rationale": text})
+        if unrelated_step(r.prompt(), text) is None:
+            out.append({"question": r.prompt(), "rationale": text})
     return out[:n]
 
 
