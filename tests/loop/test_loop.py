@@ -254,7 +254,7 @@ def test_another_student_on_the_runs_data_and_the_transfer_matrix(tiny_run, tmp_
     from undo.outputs.transfer import run_transfer, transfer_matrix
 
     run_dir = tiny_run.run_dir
-    other = str(build_tiny_llama(tmp_path / "other_student", hidden=32, seed=1))  # another architecture
+    other = str(build_tiny_llama(tmp_path / "other_student", hidden=32, seed=1))  # another width and seed
     t = run_transfer(run_dir, other, 0, ["train.max_steps=1"])
     assert t["train_examples"] == len((run_dir / "iter_0/train_data.jsonl").read_text().splitlines())
     assert t["test_n"] == 3
