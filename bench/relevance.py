@@ -24,7 +24,7 @@ from undo.tasks import Record
 def scan(run_dir: Path) -> list[tuple[str, int, int, Counter[str]]]:
     store = RunStore(run_dir)
     questions = {r["id"]: Record.from_dict(r).prompt() for r in read_jsonl(store.split_file("train"))}
-    files = [store.stage_rows_file(0, st) for st in ("examples", "examples_stepwise")]
+    files = [store.stage_rows_file(0, st) for st in RunStore.STAGE_FILES if st != "teach"]
     files += [store.rationales_file(k) for k in store.iterations()]
     out = []
     for path in files:
@@ -47,7 +47,7 @@ def main() -> None:
     args = ap.parse_args()
     total = [0, 0]
     for run in args.runs:
-        if not (run / "splits" / "train.jsonl").exists():
+        if not RunStore(run).split_file("train").exists():
             print(f"{run}: no splits/train.jsonl, skipped", file=sys.stderr)
             continue
         for rel, verified, n_stray, stray in scan(run):

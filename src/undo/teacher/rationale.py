@@ -133,9 +133,9 @@ def example_pass_config(cfg: TeacherConfig, stage: str) -> TeacherConfig:
 
 def condensed_examples(candidates: list[Record], rows: list[RationaleRow], n: int) -> list[dict[str, str]]:
     """Concise worked examples cut from verified stepwise rationales: their calculations, one
-    per line, then the answer line. Kept only when every calculation holds, each builds on the
-    question or an earlier line, and the last one's result is the gold answer, so the cut-down
-    text still derives the answer by itself."""
+    per line, then the answer line. Kept only when every calculation holds, none is stray
+    (`unrelated_step`), and the last one's result is the gold answer, so the cut-down text
+    still derives the answer by itself."""
     by_id = {r.id: r for r in candidates}
     out = []
     for row in rows:
