@@ -10,6 +10,8 @@ the per-seed values.
     .venv/bin/python bench/transfer_quality.py --label chain_sum --arm shown15_ex --seeds 100 101 102
 
 Reads bench/out/quality/<label>/<arm>-s<seed>/ (bench/quality.py); writes transfer_<arm>.{json,md} there.
+`--from-files` trains and scores nothing: it pools the answers that earlier calls (one seed
+at a time, say) left in each run's transfer_matrix.json cells.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from undo.outputs.transfer import transfer_matrix  # noqa: E402
-from undo.runstore import read_jsonl  # noqa: E402
+from undo.runstore import RunStore, read_jsonl  # noqa: E402
 from undo.stats import hierarchical_bootstrap, paired_by_seed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -36,15 +38,22 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[100, 101, 102, 103, 104])
     ap.add_argument("--student", default="qwen2.5-coder-0.5b-instruct")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for the second student")
+    ap.add_argument("--from-files", action="store_true",
+                    help="pool the answers already in each run's transfer_matrix.json; train nothing")
+    ap.add_argument("--out", type=Path, default=ROOT / "out",
+                    help="the bench output folder (another worktree's)")
     args = ap.parse_args()
-    out_dir = ROOT / "out" / "quality" / args.label
+    out_dir = args.out / "quality" / args.label
     t0 = time.time()
     per_seed: list[dict[str, dict[str, bool]]] = []
     for seed in args.seeds:
         run_dir = out_dir / f"{args.arm}-s{seed}"
-        m = transfer_matrix(run_dir, [args.student], ["0", "1"], args.set, n_boot=2000)
+        if args.from_files:
+            m = json.loads(RunStore(run_dir).transfer_matrix_file().read_text())
+        else:
+            m = transfer_matrix(run_dir, [args.student], ["0", "1"], args.set, n_boot=2000)
         tests = {}
-        for c in m["cells"]:
+        for c in (c for c in m["cells"] if c["student"] == args.student):
             tests[c["iteration"]] = {str(a["id"]): bool(a["correct"])
                                      for a in read_jsonl(Path(c["dir"]) / "attempts_test.jsonl")}
         per_seed.append(tests)

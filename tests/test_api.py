@@ -12,7 +12,8 @@ from undo.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["splits.train=6", "splits.val=3", "splits.test=3", "teacher.max_attempts=1", "teacher.batch_size=8",
         "teacher.few_shot=1", "train.max_steps=2", "train.batch_size=2", "train.max_seq_len=384",
-        "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2", "loop.flow_train_eval=true"]
+        "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2", "loop.flow_train_eval=true",
+        "loop.eval_base=true"]
 
 
 def test_the_api_is_the_package_surface():

@@ -33,6 +33,7 @@ TINY = [
     "teacher.max_attempts=1", "teacher.batch_size=8", "teacher.few_shot=1", "teacher.refine_samples=1",
     "train.max_steps=2", "train.batch_size=2", "train.max_seq_len=384", "train.logging_steps=1",
     "loop.max_iterations=1", "loop.patience=5", "loop.val_errors_shown=2", "loop.flow_train_eval=true",
+    "loop.eval_base=true",
 ]
 
 

@@ -67,6 +67,21 @@ def test_conversations_with_the_same_examples_batch_together() -> None:
     assert batches == [[5, 4, 3, 1], [0], [2]]  # longest group first, longest rows first
 
 
+def test_lone_conversations_share_one_batch() -> None:
+    """Conversations with examples of their own and one prompt each (or k repeats of it)
+    have no prefix to share within their group, so they pool into one batch; a group
+    with a shared prefix keeps its batch."""
+    shots = [{"role": "user", "content": "Q1"}, {"role": "assistant", "content": "A1"}]
+    convs = [[*shots, {"role": "user", "content": f"q{i}"}] for i in range(3)]
+    other = [{"role": "user", "content": "Q2"}, {"role": "assistant", "content": "A2"}]
+    convs += [[{"role": "user", "content": "q-self"}], [*other, {"role": "user", "content": "q-other"}],
+              [*other, {"role": "user", "content": "q-other"}], [{"role": "system", "content": "s"},
+                                                                  {"role": "user", "content": "q-third"}]]
+    prompts = [[0] * (10 + i) for i in range(3)] + [[1] * 20, [2] * 21, [2] * 21, [3] * 5]
+    batches = _batches(convs, prompts, batch_size=8)
+    assert batches == [[4, 5, 3, 6], [2, 1, 0]]  # the repeats of one prompt stay adjacent
+
+
 def test_read_attempts_drops_a_torn_last_line(tmp_path: Path) -> None:
     p = tmp_path / "a.jsonl"
     p.write_text('{"id": "1", "correct": true}\n{"id": "2", "correct": false}\n{"id": "3", "cor')
