@@ -25,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from undo.outputs.transfer import transfer_matrix  # noqa: E402
-from undo.runstore import RunStore, read_jsonl  # noqa: E402
+from undo.runstore import RunStore, read_json, read_jsonl  # noqa: E402
 from undo.stats import hierarchical_bootstrap, paired_by_seed  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent
@@ -49,7 +49,7 @@ def main() -> None:
     for seed in args.seeds:
         run_dir = out_dir / f"{args.arm}-s{seed}"
         if args.from_files:
-            m = json.loads(RunStore(run_dir).transfer_matrix_file().read_text())
+            m = read_json(RunStore(run_dir).transfer_matrix_file)
         else:
             m = transfer_matrix(run_dir, [args.student], ["0", "1"], args.set, n_boot=2000)
         tests = {}
