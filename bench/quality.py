@@ -18,6 +18,8 @@ Arms, per seed (the seed drives the generated splits, the teacher's sampling and
                 student's attempt shown, refine worked examples, the 1.5B teacher refining),
                 and its best by val; "control" is bench/control.py's scripted refinement, a
                 control arm (no LLM), never a teacher a user can pick
+  V_1_eN        with --undo-epochs: V's iteration 1 trained for N epochs on the same refinements;
+                V_best then chooses iteration and epochs together on val, as oneshot_best does
 UNDO-repeat and the one-shot grid reuse the UNDO run's splits and iteration 0 (copied), so
 every arm of a seed answers the same questions. Each difference gets a hierarchical
 bootstrap 95 % CI (seeds resampled, then questions within each: training noise and question
@@ -59,10 +61,11 @@ FINAL_SEEDS = [100, 101, 102, 103, 104]  # used for nothing but the final table
 # preset -> (config file, overrides incl. default sizes); --train/--val/--test override the sizes
 PRESETS: dict[str, tuple[str, list[str]]] = {
     # the demo's method at the demo's earlier size (train 80; the demo now runs 48 to fit 6
-    # minutes), val and test larger to resolve points; the base arm and teacher batch of the
-    # committed results (bench/RESULTS.md)
+    # minutes), val and test larger to resolve points; the base arm, teacher batch and flow
+    # setting of the committed results (bench/RESULTS.md), so their run folders resume
     "chain_sum": ("configs/demo.yaml", ["splits.train=80", "splits.val=100", "splits.test=300",
-                                        "loop.eval_base=true", "teacher.batch_size=96"]),
+                                        "loop.eval_base=true", "teacher.batch_size=96",
+                                        "loop.flow_train_eval=false"]),
     # SVAMP's pool is fixed: seeds resample train/val from its 700 questions, test is its fixed
     # 300-question carve-out, so seed-to-seed spread there is training noise and train sampling only
     "svamp": ("configs/demo.yaml", ["task.name=svamp", "task.source=../shared/data/svamp", "task.dataset=null",
@@ -84,13 +87,25 @@ VARIANTS: dict[str, list[str]] = {
     "control": [],  # CONTROL: bench/control.py writes the refinements, no teacher
 }
 SHARED_PARTS = ["splits", "base", "iter_0", "iter_1/attempts_train.jsonl", "iter_1/.done/attempts_train"]
+# an iteration-1 epochs arm (--undo-epochs) also shares the variant's refinements and their mix
+REFINED_PARTS = [*SHARED_PARTS, "iter_1/rationales.jsonl", "iter_1/teacher_usage.json", "iter_1/.done/teach",
+                 "iter_1/train_data.jsonl", "iter_1/.done/mix"]
+
+
+def variant_config(seed: int, variant: str, common: list[str], config: Path,
+                   refine_epochs: float | None = None) -> RunConfig:
+    """The run config of arm `variant` (UNDO, one iteration, the variant's overrides);
+    `refine_epochs`: its iteration 1 trained for that many epochs (--undo-epochs)."""
+    name, extra = (f"{variant}-s{seed}", []) if refine_epochs is None else \
+        (f"{variant}-e{refine_epochs:g}-s{seed}", [f"train.refine_epochs={refine_epochs}"])
+    return load_config(config, [*common, f"name={name}", "loop.method=undo", "loop.max_iterations=1",
+                                "loop.patience=99", *VARIANTS[variant], *extra])
 
 
 def variant_arm(seed: int, variant: str, undo_dir: Path, common: list[str], config: Path,
                 compute: bool = True) -> UndoRun:
     """UNDO iteration 1 of `variant` on the UNDO run's iteration 0 and diagnosis (copied)."""
-    cfg = load_config(config, [*common, f"name={variant}-s{seed}", "loop.method=undo", "loop.max_iterations=1",
-                               "loop.patience=99", *VARIANTS[variant]])
+    cfg = variant_config(seed, variant, common, config)
     run = UndoRun(cfg)
     if not compute:
         return run
@@ -179,14 +194,28 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
     arms["undo_best"] = arms[undo_best]
     if "repeat_1" in arms:
         arms["repeat_best"] = arms[max(["oneshot", "repeat_1"], key=val_acc)]
-    variant_tailoring = {}
+    variant_tailoring, variant_best = {}, {}
     for variant in args.variants:
         arm_run = variant_arm(seed, variant, undo_dir, common, config, compute=not args.summarize)
         arms[f"{variant}_1"] = {s: attempts(arm_run.cfg.run_dir, 1, s) for s in ("val", "test")}
-        arms[f"{variant}_best"] = arms[max(["oneshot", f"{variant}_1"], key=val_acc)]
+        # UNDO's iteration 1 gets the epochs grid one-shot gets (--undo-epochs), on the same
+        # refinements (copied): val chooses iteration and epochs together
+        choices = ["oneshot", f"{variant}_1"]
+        for epochs in args.undo_epochs:
+            if epochs == undo_cfg.train.refine_epochs or (undo_cfg.train.refine_epochs is None
+                                                          and epochs == base_epochs):
+                continue
+            cfg_e = variant_config(seed, variant, common, config, refine_epochs=epochs)
+            if not args.summarize:
+                copy_parts(arm_run.cfg.run_dir, cfg_e.run_dir, REFINED_PARTS, cfg_e)
+                UndoRun(cfg_e).run()
+            arms[f"{variant}_1_e{epochs:g}"] = {s: attempts(cfg_e.run_dir, 1, s) for s in ("val", "test")}
+            choices.append(f"{variant}_1_e{epochs:g}")
+        variant_best[variant] = max(choices, key=val_acc)
+        arms[f"{variant}_best"] = arms[variant_best[variant]]
         variant_tailoring[variant] = read_json(arm_run.store.metrics_file(1)).get("tailoring")
     facts = {"seed": seed, "oneshot_best_epochs": best_epochs, "undo_best": undo_best,
-             "variant_tailoring": variant_tailoring,
+             "variant_tailoring": variant_tailoring, "variant_best": variant_best,
              "repeat_best": max(["oneshot", "repeat_1"], key=val_acc) if "repeat_1" in arms else None,
              "undo_steps": {k: metrics[k]["steps"] for k in iters},
              "undo_total_steps_x": round(sum(metrics[k]["steps"] for k in iters) / metrics[0]["steps"], 2),
@@ -275,12 +304,13 @@ def markdown(res: dict[str, Any], label: str, sizes: dict[str, int]) -> str:
                      f"{t.get('false_step_fixed', '-')} |")
     variants = sorted({v for f in res["facts"] for v in f.get("variant_tailoring", {})})
     if variants:
-        lines += ["", "| seed | variant | questions refined | verified | texts new / same "
-                  "| false step named -> written right |", "|---|---|---|---|---|---|"]
+        lines += ["", "| seed | variant | chosen on val | questions refined | verified | texts new / same "
+                  "| false step named -> written right |", "|---|---|---|---|---|---|---|"]
         for f in res["facts"]:
             for v in variants:
                 t = f["variant_tailoring"].get(v) or {}
-                lines.append(f"| {f['seed']} | {v} | {t.get('questions', '-')} | "
+                lines.append(f"| {f['seed']} | {v} | {f.get('variant_best', {}).get(v, '-')} | "
+                             f"{t.get('questions', '-')} | "
                              f"{t.get('questions_verified', '-')} | "
                              f"{t.get('texts_new', '-')} / {t.get('texts_same', '-')} | "
                              f"{t.get('false_step_texts', '-')} -> {t.get('false_step_fixed', '-')} |")
@@ -323,6 +353,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=1, help="UNDO iterations after one-shot")
     ap.add_argument("--epochs", type=float, nargs="+", default=[3, 6, 9],
                     help="the one-shot grid (the config's own epochs is UNDO's iteration 0)")
+    ap.add_argument("--undo-epochs", type=float, nargs="*", default=[],
+                    help="with --variants: each variant's iteration 1 also trained for these epochs "
+                         "(its refinements copied), chosen on val as one-shot's epochs are")
     ap.add_argument("--set", nargs="*", default=[], help="extra key=value overrides for every arm")
     ap.add_argument("--label", default=None, help="output name (default: the preset's)")
     ap.add_argument("--summarize", action="store_true", help="only read finished runs and write the tables")
@@ -352,6 +385,7 @@ def main() -> None:
     first = out_dir / f"undo-s{args.seeds[0]}" / "splits"
     sizes = {s: sum(1 for _ in (first / f"{s}.jsonl").open()) for s in ("train", "val", "test")}
     res.update(preset=args.preset, label=label, sizes=sizes, iters=args.iters, epochs=args.epochs,
+               undo_epochs=args.undo_epochs,
                overrides=[*preset, *args.set], dev_seeds=DEV_SEEDS, overlap=overlap,
                wall_s=round(time.time() - t0))
     out_dir.mkdir(parents=True, exist_ok=True)
