@@ -78,8 +78,8 @@ def main() -> None:
     ap.add_argument("--iteration0", type=Path,
                     help="a rationales.jsonl of iteration 0: count verified refinements equal to its text")
     args = ap.parse_args()
-    # train 100, as when the probe was measured (the demo itself trains on 80)
-    overrides = ["splits.train=100", f"teacher.show_attempt={args.show_attempt}"]
+    # train 100 and batch 96, as when the probe was measured (the demo itself now trains on 48, batch 128)
+    overrides = ["splits.train=100", "teacher.batch_size=96", f"teacher.show_attempt={args.show_attempt}"]
     if args.template:
         overrides.append(f"teacher.prompts.refine={args.template}")
     if args.explain_template:
