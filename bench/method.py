@@ -64,8 +64,9 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=1)
     ap.add_argument("--only", nargs="*")
     args = ap.parse_args()
-    # train 100 and the teacher batch and flow setting as measured in RESULTS.md (the demo itself
-    # now trains on 48, in batches of 128, to fit 6 minutes)
+    # train 100 as measured in RESULTS.md; teacher batch 96 and flow off as the demo config had
+    # from 094ec1f until d063af9, when the later rows were measured (the first rows, before
+    # 094ec1f, ran with batch 16); the demo itself now trains on 48, in batches of 128
     common = [f"output.dir={OUT}", "splits.train=100", f"splits.val={args.val}", f"splits.test={args.test}",
               "loop.patience=99", "teacher.batch_size=96", "loop.flow_train_eval=false",
               f"loop.max_iterations={args.iters}", "loop.eval_base=false"]

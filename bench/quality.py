@@ -201,9 +201,9 @@ def run_seed(seed: int, args: argparse.Namespace, config: Path, preset: list[str
         # UNDO's iteration 1 gets the epochs grid one-shot gets (--undo-epochs), on the same
         # refinements (copied): val chooses iteration and epochs together
         choices = ["oneshot", f"{variant}_1"]
+        own_epochs = undo_cfg.train.refine_epochs or base_epochs  # the variant run's own
         for epochs in args.undo_epochs:
-            if epochs == undo_cfg.train.refine_epochs or (undo_cfg.train.refine_epochs is None
-                                                          and epochs == base_epochs):
+            if epochs == own_epochs:
                 continue
             cfg_e = variant_config(seed, variant, common, config, refine_epochs=epochs)
             if not args.summarize:
