@@ -105,16 +105,18 @@ def main() -> None:
     accs = {k: [sum(t[k].values()) / len(t[k]) for t in per_seed] for k in (0, 1)}
     res = {"arm": args.arm, "student": args.student, "seeds": args.seeds, "per_seed": accs,
            "diff": diff, "ci": [lo, hi], "per_seed_diff": [sum(x) / len(x) for x in per],
-           "wall_s": round(time.time() - t0)}
+           "wall_s": None if args.from_files else round(time.time() - t0)}  # pooling is no timing
     write_atomic(kept / "pooled.json", json.dumps(res, indent=2))
     lines = [f"Second student {args.student} on the data of arm {args.arm}, seeds {args.seeds}:", "",
              "| data | test acc, mean | per seed |", "|---|---|---|"]
     for k, label in ((0, "iteration 0 (one-shot)"), (1, "iteration 1 (with refinements)")):
         seeds = ", ".join(f"{x:.1%}" for x in accs[k])
         lines.append(f"| {label} | {sum(accs[k]) / len(accs[k]):.1%} | {seeds} |")
-    per_diff = ", ".join(f"{x:+.1%}" for x in res["per_seed_diff"])
+    per_diff = ", ".join(f"{x:+.1%} ({s})" for x, s in zip(res["per_seed_diff"], args.seeds, strict=True))
     lines += ["", f"iteration 1 - iteration 0: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] (hierarchical 95 % CI); "
-              f"per seed {per_diff}", f"wall {res['wall_s']} s"]
+              f"per seed {per_diff}",
+              "pooled from the kept per-seed files, nothing trained" if args.from_files
+              else f"wall {res['wall_s']} s"]
     write_atomic(kept / "pooled.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
