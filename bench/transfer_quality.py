@@ -76,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     out_dir = args.out / "quality" / args.label
     kept = ROOT / "results" / f"transfer_{args.label}_{args.arm}"
-    t0 = time.time()
+    t0, trained = time.time(), not (args.from_files or args.collect)
     per_seed: list[dict[int, dict[str, bool]]] = []
     for seed in args.seeds:
         run_dir = out_dir / f"{args.arm}-s{seed}"
@@ -105,7 +105,7 @@ def main() -> None:
     accs = {k: [sum(t[k].values()) / len(t[k]) for t in per_seed] for k in (0, 1)}
     res = {"arm": args.arm, "student": args.student, "seeds": args.seeds, "per_seed": accs,
            "diff": diff, "ci": [lo, hi], "per_seed_diff": [sum(x) / len(x) for x in per],
-           "wall_s": None if args.from_files else round(time.time() - t0)}  # pooling is no timing
+           "wall_s": round(time.time() - t0) if trained else None}  # pooling is no timing
     write_atomic(kept / "pooled.json", json.dumps(res, indent=2))
     lines = [f"Second student {args.student} on the data of arm {args.arm}, seeds {args.seeds}:", "",
              "| data | test acc, mean | per seed |", "|---|---|---|"]
@@ -115,8 +115,7 @@ def main() -> None:
     per_diff = ", ".join(f"{x:+.1%} ({s})" for x, s in zip(res["per_seed_diff"], args.seeds, strict=True))
     lines += ["", f"iteration 1 - iteration 0: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] (hierarchical 95 % CI); "
               f"per seed {per_diff}",
-              "pooled from the kept per-seed files, nothing trained" if args.from_files
-              else f"wall {res['wall_s']} s"]
+              f"wall {res['wall_s']} s" if trained else "pooled from kept answers, nothing trained"]
     write_atomic(kept / "pooled.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
