@@ -5,7 +5,9 @@ on a finished bench arm's iteration-0 data (one-shot: the teacher's first explan
 on its iteration-1 data (the mix with the refinements), with the run's own training settings
 (`undo transfer`, `undo.outputs.transfer.transfer_matrix`), and scored on the seed's test questions.
 The difference gets a hierarchical bootstrap 95 % CI (seeds, then questions), printed beside
-the per-seed values.
+the per-seed values: iteration 1's data against iteration 0's (what the refinements add), and
+the best iteration by the run's val against iteration 0 (`undo transfer --iterations 0,best`:
+no difference by construction on a seed where val kept iteration 0).
 
     .venv/bin/python bench/transfer_quality.py --label chain_sum --arm shown15_ex --seeds 100 101 102
     .venv/bin/python bench/transfer_quality.py --build --arm shown15_ex --seeds 104   # no quality.py run
@@ -52,7 +54,11 @@ def seed_answers(run_dir: Path, seed: int, student: str, extra: list[str],
     for c in (c for c in m["cells"] if c["student"] == student):
         tests[str(c["iteration"])] = {str(a["id"]): bool(a["correct"])
                                       for a in read_jsonl(Path(c["dir"]) / "attempts_test.jsonl")}
-    return {"seed": seed, "student": student, "run": run_dir.name, "test": tests}
+    # the run's own students' val accuracy per iteration, and the best iteration the loop chose on it
+    store = RunStore(run_dir)
+    val = {k: read_json(store.metrics_file(int(k)))["val_acc"] for k in tests}
+    return {"seed": seed, "student": student, "run": run_dir.name, "test": tests, "val": val,
+            "best_iteration": store.best_iteration()}
 
 
 def main() -> None:
@@ -78,6 +84,7 @@ def main() -> None:
     kept = ROOT / "results" / f"transfer_{args.label}_{args.arm}"
     t0, trained = time.time(), not (args.from_files or args.collect)
     per_seed: list[dict[int, dict[str, bool]]] = []
+    best: list[int | None] = []  # per seed; None where a kept file predates the val figures
     for seed in args.seeds:
         run_dir = out_dir / f"{args.arm}-s{seed}"
         if args.from_files:
@@ -98,6 +105,7 @@ def main() -> None:
                              f"not {args.student}")
         tests = {int(k): v for k, v in answers["test"].items()}
         per_seed.append(tests)
+        best.append(answers.get("best_iteration"))
         print(json.dumps({"seed": seed, **{f"iteration {k}": round(sum(v.values()) / len(v), 4)
                                            for k, v in tests.items()}}), flush=True)
     per = paired_by_seed([t[0] for t in per_seed], [t[1] for t in per_seed])
@@ -106,6 +114,10 @@ def main() -> None:
     res = {"arm": args.arm, "student": args.student, "seeds": args.seeds, "per_seed": accs,
            "diff": diff, "ci": [lo, hi], "per_seed_diff": [sum(x) / len(x) for x in per],
            "wall_s": round(time.time() - t0) if trained else None}  # pooling is no timing
+    if None not in best:  # the issue's "best iteration's data": iteration 0 wherever val kept it
+        per_b = paired_by_seed([t[0] for t in per_seed], [t[b] for t, b in zip(per_seed, best, strict=True)])
+        res["best_by_val"] = {"iterations": best, "diff": (d := hierarchical_bootstrap(per_b))[0],
+                              "ci": [d[1], d[2]], "per_seed_diff": [sum(x) / len(x) for x in per_b]}
     write_atomic(kept / "pooled.json", json.dumps(res, indent=2))
     lines = [f"Second student {args.student} on the data of arm {args.arm}, seeds {args.seeds}:", "",
              "| data | test acc, mean | per seed |", "|---|---|---|"]
@@ -116,6 +128,12 @@ def main() -> None:
     lines += ["", f"iteration 1 - iteration 0: {diff:+.1%} [{lo:+.1%}, {hi:+.1%}] (hierarchical 95 % CI); "
               f"per seed {per_diff}",
               f"wall {res['wall_s']} s" if trained else "pooled from kept answers, nothing trained"]
+    if "best_by_val" in res:
+        b = res["best_by_val"]
+        per_b = ", ".join(f"{x:+.1%} ({s}: {k})" for x, s, k in zip(b["per_seed_diff"], args.seeds,
+                                                                  b["iterations"], strict=True))
+        lines += ["", f"best iteration by val - iteration 0: {b['diff']:+.1%} [{b['ci'][0]:+.1%}, "
+                  f"{b['ci'][1]:+.1%}]; per seed (seed: iteration val chose) {per_b}"]
     write_atomic(kept / "pooled.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 
