@@ -115,9 +115,9 @@ def main() -> None:
            "diff": diff, "ci": [lo, hi], "per_seed_diff": [sum(x) / len(x) for x in per],
            "wall_s": round(time.time() - t0) if trained else None}  # pooling is no timing
     if None not in best:  # the "best iteration's data": iteration 0 wherever val kept it
-        per_b = paired_by_seed([t[0] for t in per_seed], [t[b] for t, b in zip(per_seed, best, strict=True)])
-        res["best_by_val"] = {"iterations": best, "diff": (d := hierarchical_bootstrap(per_b))[0],
-                              "ci": [d[1], d[2]], "per_seed_diff": [sum(x) / len(x) for x in per_b]}
+        paired = paired_by_seed([t[0] for t in per_seed], [t[b] for t, b in zip(per_seed, best, strict=True)])
+        res["best_by_val"] = {"iterations": best, "diff": (d := hierarchical_bootstrap(paired))[0],
+                              "ci": [d[1], d[2]], "per_seed_diff": [sum(x) / len(x) for x in paired]}
     write_atomic(kept / "pooled.json", json.dumps(res, indent=2))
     lines = [f"Second student {args.student} on the data of arm {args.arm}, seeds {args.seeds}:", "",
              "| data | test acc, mean | per seed |", "|---|---|---|"]
