@@ -61,6 +61,14 @@ def seed_answers(run_dir: Path, seed: int, student: str, extra: list[str],
             "best_iteration": store.best_iteration()}
 
 
+def against_iteration_0(per_seed: list[dict[int, dict[str, bool]]], iterations: list[int]) -> dict[str, Any]:
+    """Each seed's iteration `iterations[i]` data against its iteration 0 data: the mean difference,
+    its hierarchical 95 % CI (seeds, then questions) and the per-seed differences."""
+    per = paired_by_seed([t[0] for t in per_seed], [t[k] for t, k in zip(per_seed, iterations, strict=True)])
+    diff, lo, hi = hierarchical_bootstrap(per)
+    return {"diff": diff, "ci": [lo, hi], "per_seed_diff": [sum(x) / len(x) for x in per]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--label", default="chain_sum", help="bench/quality.py's output name")
@@ -108,16 +116,13 @@ def main() -> None:
         best.append(answers.get("best_iteration"))
         print(json.dumps({"seed": seed, **{f"iteration {k}": round(sum(v.values()) / len(v), 4)
                                            for k, v in tests.items()}}), flush=True)
-    per = paired_by_seed([t[0] for t in per_seed], [t[1] for t in per_seed])
-    diff, lo, hi = hierarchical_bootstrap(per)
     accs = {k: [sum(t[k].values()) / len(t[k]) for t in per_seed] for k in (0, 1)}
     res = {"arm": args.arm, "student": args.student, "seeds": args.seeds, "per_seed": accs,
-           "diff": diff, "ci": [lo, hi], "per_seed_diff": [sum(x) / len(x) for x in per],
+           **against_iteration_0(per_seed, [1] * len(per_seed)),
            "wall_s": round(time.time() - t0) if trained else None}  # pooling is no timing
+    diff, (lo, hi) = res["diff"], res["ci"]
     if None not in best:  # the issue's "best iteration's data": iteration 0 wherever val kept it
-        paired = paired_by_seed([t[0] for t in per_seed], [t[b] for t, b in zip(per_seed, best, strict=True)])
-        res["best_by_val"] = {"iterations": best, "diff": (d := hierarchical_bootstrap(paired))[0],
-                              "ci": [d[1], d[2]], "per_seed_diff": [sum(x) / len(x) for x in paired]}
+        res["best_by_val"] = {"iterations": best, **against_iteration_0(per_seed, best)}
     write_atomic(kept / "pooled.json", json.dumps(res, indent=2))
     lines = [f"Second student {args.student} on the data of arm {args.arm}, seeds {args.seeds}:", "",
              "| data | test acc, mean | per seed |", "|---|---|---|"]
